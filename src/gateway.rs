@@ -1,0 +1,130 @@
+//! Starting and stopping a gateway in-process: bind the listeners, spawn the tasks,
+//! reload on demand, and shut down in the order of SPEC §9. `main.rs` and the tests
+//! both use this.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::LoadError;
+use crate::ops::{self, Metrics};
+use crate::record::Observer;
+use crate::server;
+use crate::snapshot::{Shared, Snapshot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Load(#[from] LoadError),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("metrics setup failed: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    pub shared: Arc<Shared>,
+    pub public_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    stop_accepting: watch::Sender<bool>,
+    public_task: JoinHandle<()>,
+    ops_task: JoinHandle<()>,
+    stop_ops: watch::Sender<bool>,
+}
+
+impl Gateway {
+    /// Loads the config and keys, binds the listeners and starts serving.
+    pub async fn start(
+        config_path: &Path,
+        observer: Arc<dyn Observer>,
+    ) -> Result<Self, StartError> {
+        let (snapshot, notes) = Snapshot::load(config_path, None)?;
+        for n in notes {
+            tracing::warn!("{n}");
+        }
+        let cfg = snapshot.config.clone();
+        let bind = |what, addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { what, addr, source })
+        };
+        let public = bind("listen", cfg.listen).await?;
+        let ops_listener = bind("metrics.listen", cfg.metrics_listen).await?;
+        let public_addr = public.local_addr().map_err(|source| StartError::Bind {
+            what: "listen",
+            addr: cfg.listen,
+            source,
+        })?;
+        let metrics_addr = ops_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                what: "metrics.listen",
+                addr: cfg.metrics_listen,
+                source,
+            })?;
+        let shared = Arc::new(Shared::new(config_path.to_path_buf(), snapshot, observer));
+        let metrics = Arc::new(Metrics::new()?);
+        let (stop_accepting, rx) = watch::channel(false);
+        let (stop_ops, ops_rx) = watch::channel(false);
+        let public_task = tokio::spawn(server::serve(public, shared.clone(), rx));
+        let ops_task = tokio::spawn(ops::serve(ops_listener, shared.clone(), metrics, ops_rx));
+        tracing::info!(%public_addr, %metrics_addr, upstream = %cfg.upstream.authority, keys = shared.snapshot().keys.len(), "keygate is serving");
+        Ok(Self {
+            shared,
+            public_addr,
+            metrics_addr,
+            stop_accepting,
+            public_task,
+            ops_task,
+            stop_ops,
+        })
+    }
+
+    /// Reloads config and keys (SIGHUP); the old snapshot stays on error.
+    pub fn reload(&self) -> Result<(), LoadError> {
+        match self.shared.reload() {
+            Ok(notes) => {
+                for n in notes {
+                    tracing::warn!("{n}");
+                }
+                tracing::info!("configuration reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reload failed; the previous configuration stays in force");
+                Err(e)
+            }
+        }
+    }
+
+    /// SPEC §9: readyz fails at once; after `shutdown_delay` the listener stops
+    /// accepting; in-flight requests get up to `shutdown`.
+    pub async fn shutdown(self) {
+        let t = self.shared.snapshot().config.timeouts.clone();
+        self.shared.begin_shutdown();
+        tokio::time::sleep(t.shutdown_delay).await;
+        self.drain(t.shutdown).await;
+    }
+
+    /// Stops accepting now and waits up to `grace` for in-flight requests.
+    pub async fn drain(self, grace: Duration) {
+        self.shared.begin_shutdown();
+        let _ = self.stop_accepting.send(true);
+        if tokio::time::timeout(grace, self.public_task).await.is_err() {
+            tracing::warn!("in-flight requests did not finish within timeouts.shutdown");
+        }
+        let _ = self.stop_ops.send(true);
+        let _ = self.ops_task.await;
+    }
+}

@@ -1,0 +1,361 @@
+//! API keys: identifiers, names, permission levels, and the `kg_` key format.
+//!
+//! A key made by keygate is `kg_`, then 32 base62 characters of randomness (≈190.5
+//! bits), then 6 base62 characters of checksum: the CRC-32 (ISO-HDLC) of the 32
+//! random characters, most significant digit first, zero-padded. Keys are found by their
+//! SHA-256 and never stored or logged in the clear; [`Secret`] prints `<redacted>`.
+
+pub mod file;
+pub mod store;
+
+use std::fmt;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+/// The base62 alphabet, in the order of SPEC §2.
+const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+pub const KG_PREFIX: &str = "kg_";
+const RANDOM_LEN: usize = 32;
+const CHECKSUM_LEN: usize = 6;
+/// Total length of a `kg_` key.
+pub const KG_KEY_LEN: usize = KG_PREFIX.len() + RANDOM_LEN + CHECKSUM_LEN;
+/// Length of the display prefix (`kg_3Xb8`).
+pub const DISPLAY_PREFIX_LEN: usize = 7;
+
+/// Access level on a category. Ordered: `None < Read < Write`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    None,
+    Read,
+    /// "Write and Delete"; includes read.
+    Write,
+}
+
+impl Level {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "none" => Some(Self::None),
+            "read" => Some(Self::Read),
+            "write" => Some(Self::Write),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Read => "read",
+            Self::Write => "write",
+        }
+    }
+
+    /// Does this level grant `needed`?
+    pub fn allows(self, needed: Level) -> bool {
+        self >= needed
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A key's stable identifier (`k7f3a9c1e`): 1–64 of `[A-Za-z0-9._-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(Arc<str>);
+
+impl KeyId {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if (1..=64).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            Ok(Self(s.into()))
+        } else {
+            Err(format!(
+                "key id {s:?} must be 1-64 characters of A-Z, a-z, 0-9, '.', '_' or '-'"
+            ))
+        }
+    }
+
+    /// A new random id: `k` + 10 base62 characters.
+    pub fn generate() -> Result<Self, getrandom::Error> {
+        let mut s = String::from("k");
+        s.push_str(&random_base62(10)?);
+        Ok(Self(s.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Checks a key name: 1–64 printable characters, no control or bidirectional
+/// formatting characters.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let n = name.chars().count();
+    if n == 0 || n > 64 {
+        return Err(format!("name must be 1-64 characters (it has {n})"));
+    }
+    if name.trim() != name || name.trim().is_empty() {
+        return Err("name must not start or end with white space".into());
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control() || is_bidi_control(*c)) {
+        return Err(format!(
+            "name contains the control or bidirectional character U+{:04X}",
+            u32::from(c)
+        ));
+    }
+    Ok(())
+}
+
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A key value in the clear. Never printed: `Debug` and `Display` say `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: String) -> Self {
+        Self(s)
+    }
+    /// The value itself, for the one place that shows it (key creation, reveal).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// SHA-256 of a presented key: the lookup handle.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyHash(pub [u8; 32]);
+
+impl KeyHash {
+    pub fn of(key: &[u8]) -> Self {
+        Self(Sha256::digest(key).into())
+    }
+
+    pub fn from_hex(s: &str) -> Option<Self> {
+        if s.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+            let hi = (chunk[0] as char).to_digit(16)?;
+            let lo = (chunk[1] as char).to_digit(16)?;
+            out[i] = (hi * 16 + lo) as u8;
+        }
+        Some(Self(out))
+    }
+
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyHash(<redacted>)")
+    }
+}
+
+/// Why a presented `kg_` key cannot be right, found without a lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KgFormatError {
+    Length,
+    Alphabet,
+    Checksum,
+}
+
+/// Checks a presented value that starts with `kg_`.
+pub fn check_kg(value: &str) -> Result<(), KgFormatError> {
+    let b = value.as_bytes();
+    if b.len() != KG_KEY_LEN {
+        return Err(KgFormatError::Length);
+    }
+    let body = &b[KG_PREFIX.len()..];
+    if !body.iter().all(u8::is_ascii_alphanumeric) {
+        return Err(KgFormatError::Alphabet);
+    }
+    let (random, sum) = body.split_at(RANDOM_LEN);
+    if checksum(random) != sum {
+        return Err(KgFormatError::Checksum);
+    }
+    Ok(())
+}
+
+/// The checksum characters of SPEC §2 for the 32 random characters.
+pub fn checksum(random: &[u8]) -> [u8; CHECKSUM_LEN] {
+    let mut n = crc32fast::hash(random);
+    let mut out = [b'0'; CHECKSUM_LEN];
+    for slot in out.iter_mut().rev() {
+        *slot = ALPHABET[(n % 62) as usize];
+        n /= 62;
+    }
+    out
+}
+
+/// Mints a new `kg_` key from the operating system's random source.
+pub fn mint() -> Result<Secret, getrandom::Error> {
+    let random = random_base62(RANDOM_LEN)?;
+    let sum = checksum(random.as_bytes());
+    let mut key = String::with_capacity(KG_KEY_LEN);
+    key.push_str(KG_PREFIX);
+    key.push_str(&random);
+    key.extend(sum.iter().map(|&c| c as char));
+    Ok(Secret(key))
+}
+
+/// `n` uniformly random base62 characters (rejection sampling, no modulo bias).
+fn random_base62(n: usize) -> Result<String, getrandom::Error> {
+    let mut out = String::with_capacity(n);
+    let mut buf = [0u8; 64];
+    while out.len() < n {
+        getrandom::fill(&mut buf)?;
+        for &b in &buf {
+            // 248 = 4 × 62: bytes at or above it would bias the low digits.
+            if b < 248 && out.len() < n {
+                out.push(ALPHABET[usize::from(b % 62)] as char);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The shown part of a key (`kg_3Xb8`).
+pub fn display_prefix(key: &str) -> String {
+    key.chars().take(DISPLAY_PREFIX_LEN).collect()
+}
+
+/// The masked form shown in lists: `kg_3Xb8••••••••`.
+pub fn masked(prefix: &str) -> String {
+    format!("{prefix}••••••••")
+}
+
+/// Checks an operator-supplied `secret:`: `[A-Za-z0-9._~+/=-]{32,256}`, not `kg_…`.
+pub fn validate_operator_secret(s: &str) -> Result<(), String> {
+    if s.starts_with(KG_PREFIX) {
+        return Err("an operator-supplied secret must not start with 'kg_' (that prefix is for keys keygate makes)".into());
+    }
+    if !(32..=256).contains(&s.len()) {
+        return Err(format!(
+            "an operator-supplied secret must be 32-256 characters (it has {})",
+            s.len()
+        ));
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._~+/=-".contains(&b))
+    {
+        return Err(
+            "an operator-supplied secret may only contain A-Z a-z 0-9 and . _ ~ + / = -".into(),
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_keys_check() {
+        for _ in 0..200 {
+            let k = mint().unwrap();
+            assert_eq!(k.expose().len(), KG_KEY_LEN);
+            assert!(k.expose().starts_with("kg_"));
+            assert_eq!(check_kg(k.expose()), Ok(()));
+        }
+    }
+
+    #[test]
+    fn checksum_matches_spec_definition() {
+        // crc32("0000…0") computed independently: base62 of the zlib CRC-32.
+        let random = "0".repeat(32);
+        let crc = crc32fast::hash(random.as_bytes());
+        let mut n = u64::from(crc);
+        let mut digits = Vec::new();
+        for _ in 0..6 {
+            digits.push(ALPHABET[(n % 62) as usize]);
+            n /= 62;
+        }
+        digits.reverse();
+        assert_eq!(checksum(random.as_bytes()).to_vec(), digits);
+        // The well-known CRC-32 check value: crc32("123456789") = 0xCBF43926.
+        assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn damaged_keys_are_caught() {
+        let k = mint().unwrap().expose().to_string();
+        assert_eq!(check_kg(&k[..k.len() - 1]), Err(KgFormatError::Length));
+        let mut flipped = k.clone().into_bytes();
+        flipped[5] = if flipped[5] == b'a' { b'b' } else { b'a' };
+        assert_eq!(
+            check_kg(std::str::from_utf8(&flipped).unwrap()),
+            Err(KgFormatError::Checksum)
+        );
+        let mut bad = k.into_bytes();
+        bad[10] = b'-';
+        assert_eq!(
+            check_kg(std::str::from_utf8(&bad).unwrap()),
+            Err(KgFormatError::Alphabet)
+        );
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let s = Secret::new("kg_super".into());
+        assert_eq!(format!("{s:?} {s}"), "<redacted> <redacted>");
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_name("Zapier").is_ok());
+        assert!(validate_name("Reporting Dashboard ✓").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name(&"x".repeat(65)).is_err());
+        assert!(validate_name("a\u{202E}b").is_err());
+        assert!(validate_name("a\nb").is_err());
+    }
+
+    #[test]
+    fn operator_secrets() {
+        assert!(validate_operator_secret("operator-supplied-secret-of-32-chars-or-more").is_ok());
+        assert!(validate_operator_secret("short").is_err());
+        assert!(validate_operator_secret(&format!("kg_{}", "a".repeat(40))).is_err());
+        assert!(validate_operator_secret(&format!("{} x", "a".repeat(40))).is_err());
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        let h = KeyHash::of(b"abc");
+        assert_eq!(
+            h.to_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(KeyHash::from_hex(&h.to_hex()), Some(h));
+        assert_eq!(KeyHash::from_hex("zz"), None);
+    }
+}

@@ -1,0 +1,50 @@
+//! keygate's entry point: parse the command line, set up diagnostics, run.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use keygate::cli::{Cli, Command, LogFormat};
+use keygate::{config, run};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let config_path = config::discover(cli.config.as_deref());
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => runtime().and_then(|rt| rt.block_on(run::serve(&config_path))),
+        Command::Check => run::check(&config_path),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keygate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.enable_all();
+    if let Some(n) = std::env::var("KEYGATE_WORKERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        b.worker_threads(n);
+    }
+    b.build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

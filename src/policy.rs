@@ -1,0 +1,447 @@
+//! Routing policy: `routes.public` and `routes.categories` compiled once per snapshot
+//! into segment patterns, the most-specific-match rule, and the access level a method
+//! needs.
+//!
+//! Patterns: segments split at `/`; `*` is exactly one segment, `**` any number
+//! (including none); other segments match literally, ignoring ASCII case. Among
+//! matching patterns the most specific wins: compare segment by segment from the left,
+//! literal beats `*` beats `**`; when one pattern is a prefix of the other, the one
+//! without `**` wins, else the longer one. Public patterns take part in the same
+//! comparison, so `/docs/private` in a category beats a public `/docs/**`.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use http::Method;
+
+use crate::keys::Level;
+
+/// Index of a category in the snapshot's [`Policy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CategoryId(pub(crate) u16);
+
+/// At most this many `**` in one pattern (keeps matching cheap).
+const MAX_DOUBLE_STARS: usize = 4;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Lit(Box<str>),
+    One,
+    Many,
+}
+
+impl Seg {
+    fn rank(&self) -> u8 {
+        match self {
+            Seg::Lit(_) => 0,
+            Seg::One => 1,
+            Seg::Many => 2,
+        }
+    }
+}
+
+/// One compiled path pattern.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    text: Box<str>,
+    segs: Vec<Seg>,
+    has_many: bool,
+}
+
+impl Pattern {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let Some(rest) = text.strip_prefix('/') else {
+            return Err(format!("pattern {text:?} must start with '/'"));
+        };
+        let parts: Vec<&str> = rest.split('/').collect();
+        let mut segs = Vec::with_capacity(parts.len());
+        for (i, p) in parts.iter().enumerate() {
+            let seg = match *p {
+                "*" => Seg::One,
+                "**" => Seg::Many,
+                "" if i + 1 < parts.len() => {
+                    return Err(format!("pattern {text:?} has an empty segment ('//')"));
+                }
+                "" if parts.len() > 1 => {
+                    return Err(format!(
+                        "pattern {text:?} ends with '/', which only '**' can match; write it without the '/' or end it with '/**'"
+                    ));
+                }
+                lit => {
+                    if lit.contains('*') {
+                        return Err(format!(
+                            "pattern {text:?}: '*' and '**' must be whole segments"
+                        ));
+                    }
+                    if lit == "." || lit == ".." {
+                        return Err(format!("pattern {text:?} has a dot segment"));
+                    }
+                    if let Some(c) = lit
+                        .chars()
+                        .find(|c| !c.is_ascii_graphic() || matches!(c, '?' | '#' | '\\' | ';'))
+                    {
+                        return Err(format!("pattern {text:?} contains {c:?}"));
+                    }
+                    Seg::Lit(lit.into())
+                }
+            };
+            segs.push(seg);
+        }
+        let many = segs.iter().filter(|s| **s == Seg::Many).count();
+        if many > MAX_DOUBLE_STARS {
+            return Err(format!(
+                "pattern {text:?} has more than {MAX_DOUBLE_STARS} '**' segments"
+            ));
+        }
+        Ok(Self {
+            text: text.into(),
+            segs,
+            has_many: many > 0,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Does this pattern match the normalised `path` (which starts with `/`)?
+    pub fn matches(&self, path: &str) -> bool {
+        match path.strip_prefix('/') {
+            Some(rest) => match_segs(&self.segs, Some(rest)),
+            None => false,
+        }
+    }
+
+    /// Case-insensitive identity, for duplicate detection.
+    fn key(&self) -> String {
+        self.text.to_ascii_lowercase()
+    }
+
+    /// `Greater` when `self` is more specific than `other`.
+    fn specificity(&self, other: &Pattern) -> Ordering {
+        for (a, b) in self.segs.iter().zip(other.segs.iter()) {
+            match b.rank().cmp(&a.rank()) {
+                Ordering::Equal => {}
+                o => return o,
+            }
+        }
+        match (self.has_many, other.has_many) {
+            (false, true) => Ordering::Greater,
+            (true, false) => Ordering::Less,
+            _ => self.segs.len().cmp(&other.segs.len()),
+        }
+    }
+}
+
+/// Splits off the first segment: `"a/b"` → `("a", Some("b"))`, `"a"` → `("a", None)`.
+fn next_seg(rest: &str) -> (&str, Option<&str>) {
+    match rest.find('/') {
+        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+        None => (rest, None),
+    }
+}
+
+/// `rest` is `None` once every segment of the path has been consumed.
+fn match_segs(segs: &[Seg], rest: Option<&str>) -> bool {
+    let Some((first, tail)) = segs.split_first() else {
+        return rest.is_none();
+    };
+    match first {
+        Seg::Lit(lit) => match rest {
+            Some(r) => {
+                let (seg, next) = next_seg(r);
+                seg.eq_ignore_ascii_case(lit) && match_segs(tail, next)
+            }
+            None => false,
+        },
+        // `*` is one non-empty segment: a trailing `/` is matched only by `**`.
+        Seg::One => match rest {
+            Some(r) => {
+                let (seg, next) = next_seg(r);
+                !seg.is_empty() && match_segs(tail, next)
+            }
+            None => false,
+        },
+        Seg::Many => {
+            let mut cur = rest;
+            loop {
+                if match_segs(tail, cur) {
+                    return true;
+                }
+                match cur {
+                    Some(r) => cur = next_seg(r).1,
+                    None => return false,
+                }
+            }
+        }
+    }
+}
+
+/// What a normalised path is, by the routing table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Public,
+    Category(CategoryId),
+    Unmatched,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmatched {
+    Deny,
+    AllowAnyKey,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preflight {
+    Deny,
+    Forward,
+}
+
+#[derive(Debug)]
+struct Entry {
+    pattern: Pattern,
+    route: Route,
+}
+
+/// The compiled routing table of one snapshot.
+#[derive(Debug)]
+pub struct Policy {
+    names: Vec<Arc<str>>,
+    by_name: HashMap<String, CategoryId>,
+    entries: Vec<Entry>,
+    pub unmatched: Unmatched,
+    pub preflight: Preflight,
+    pub allow_non_ascii_paths: bool,
+}
+
+impl Policy {
+    /// Compiles the routes; errors name the field (`routes.categories.jobs[1]`).
+    pub fn compile(
+        public: &[String],
+        categories: &BTreeMap<String, Vec<String>>,
+        unmatched: Unmatched,
+        preflight: Preflight,
+        allow_non_ascii_paths: bool,
+    ) -> Result<Self, String> {
+        let mut names = Vec::new();
+        let mut by_name = HashMap::new();
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut seen: HashMap<String, String> = HashMap::new();
+        let mut add = |field: String, text: &str, route: Route| -> Result<Entry, String> {
+            let pattern = Pattern::parse(text).map_err(|e| format!("{field}: {e}"))?;
+            if let Some(prev) = seen.insert(pattern.key(), field.clone()) {
+                return Err(format!(
+                    "{field}: pattern {text:?} is already used by {prev}; a pattern may appear only once"
+                ));
+            }
+            Ok(Entry { pattern, route })
+        };
+        for (i, p) in public.iter().enumerate() {
+            entries.push(add(format!("routes.public[{i}]"), p, Route::Public)?);
+        }
+        if categories.len() > usize::from(u16::MAX) {
+            return Err("routes.categories: too many categories".into());
+        }
+        for (name, patterns) in categories {
+            if !valid_category_name(name) {
+                return Err(format!(
+                    "routes.categories.{name}: a category name is 1-64 characters of a-z, A-Z, 0-9, '_', '-' or '.'"
+                ));
+            }
+            let id = CategoryId(names.len() as u16);
+            names.push(Arc::<str>::from(name.as_str()));
+            by_name.insert(name.clone(), id);
+            if patterns.is_empty() {
+                return Err(format!(
+                    "routes.categories.{name}: needs at least one pattern"
+                ));
+            }
+            for (i, p) in patterns.iter().enumerate() {
+                entries.push(add(
+                    format!("routes.categories.{name}[{i}]"),
+                    p,
+                    Route::Category(id),
+                )?);
+            }
+        }
+        Ok(Self {
+            names,
+            by_name,
+            entries,
+            unmatched,
+            preflight,
+            allow_non_ascii_paths,
+        })
+    }
+
+    /// The route for a normalised path: the most specific matching pattern.
+    pub fn route(&self, path: &str) -> Route {
+        let mut best: Option<&Entry> = None;
+        for e in &self.entries {
+            if e.pattern.matches(path)
+                && best.is_none_or(|b| e.pattern.specificity(&b.pattern) == Ordering::Greater)
+            {
+                best = Some(e);
+            }
+        }
+        best.map_or(Route::Unmatched, |e| e.route)
+    }
+
+    pub fn category_name(&self, id: CategoryId) -> &Arc<str> {
+        // Ids are only made by `compile` for this policy's own table.
+        &self.names[usize::from(id.0)]
+    }
+
+    pub fn category_id(&self, name: &str) -> Option<CategoryId> {
+        self.by_name.get(name).copied()
+    }
+
+    pub fn category_count(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Category names with their patterns, in name order.
+    pub fn categories(&self) -> impl Iterator<Item = (&str, Vec<&str>)> {
+        self.names.iter().enumerate().map(|(i, n)| {
+            let pats = self
+                .entries
+                .iter()
+                .filter(|e| e.route == Route::Category(CategoryId(i as u16)))
+                .map(|e| e.pattern.as_str())
+                .collect();
+            (&**n, pats)
+        })
+    }
+}
+
+fn valid_category_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// The level a method needs on the category; `None` means the method is not allowed
+/// through the gateway (`405`).
+pub fn required_level(method: &Method) -> Option<Level> {
+    match *method {
+        Method::GET | Method::HEAD | Method::OPTIONS => Some(Level::Read),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE => Some(Level::Write),
+        _ => None,
+    }
+}
+
+/// The `Allow` header value sent with `405`.
+pub const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(public: &[&str], cats: &[(&str, &[&str])]) -> Policy {
+        let public: Vec<String> = public.iter().map(|s| s.to_string()).collect();
+        let cats = cats
+            .iter()
+            .map(|(n, p)| (n.to_string(), p.iter().map(|s| s.to_string()).collect()))
+            .collect();
+        Policy::compile(&public, &cats, Unmatched::Deny, Preflight::Deny, false).unwrap()
+    }
+
+    fn cat(p: &Policy, path: &str) -> Option<String> {
+        match p.route(path) {
+            Route::Category(id) => Some(p.category_name(id).to_string()),
+            Route::Public => Some("<public>".into()),
+            Route::Unmatched => None,
+        }
+    }
+
+    #[test]
+    fn segment_matching() {
+        let m = |pat: &str, path: &str| Pattern::parse(pat).unwrap().matches(path);
+        assert!(m("/api/v1/jobs", "/api/v1/jobs"));
+        assert!(m("/api/v1/jobs", "/API/V1/Jobs"));
+        assert!(!m("/api/v1/jobs", "/api/v1/jobs/"));
+        assert!(!m("/api/v1/jobs", "/api/v1/jobsx"));
+        assert!(m("/api/v1/jobs/**", "/api/v1/jobs"));
+        assert!(m("/api/v1/jobs/**", "/api/v1/jobs/"));
+        assert!(m("/api/v1/jobs/**", "/api/v1/jobs/1/notes"));
+        assert!(!m("/api/v1/jobs/**", "/api/v1/jobsx/1"));
+        assert!(m("/api/*/jobs", "/api/v2/jobs"));
+        assert!(!m("/api/*/jobs", "/api/jobs"));
+        assert!(!m("/api/*/jobs", "/api/a/b/jobs"));
+        assert!(m("/api/**/notes", "/api/notes"));
+        assert!(m("/api/**/notes", "/api/a/b/notes"));
+        assert!(!m("/api/**/notes", "/api/a/b/notes/x"));
+        assert!(
+            !m("/api/*", "/api/"),
+            "a trailing '/' is matched only by **"
+        );
+        assert!(m("/", "/"));
+        assert!(m("/**", "/"));
+    }
+
+    #[test]
+    fn most_specific_wins() {
+        let p = policy(
+            &["/healthz", "/docs/**"],
+            &[
+                ("all", &["/**"]),
+                ("jobs", &["/api/v1/jobs", "/api/v1/jobs/**"]),
+                ("notes", &["/api/v1/jobs/*/notes"]),
+                ("special", &["/api/v1/jobs/special"]),
+                ("private", &["/docs/private"]),
+            ],
+        );
+        assert_eq!(cat(&p, "/api/v1/jobs").as_deref(), Some("jobs"));
+        assert_eq!(cat(&p, "/api/v1/jobs/7").as_deref(), Some("jobs"));
+        assert_eq!(cat(&p, "/api/v1/jobs/7/notes").as_deref(), Some("notes"));
+        assert_eq!(cat(&p, "/api/v1/jobs/special").as_deref(), Some("special"));
+        assert_eq!(
+            cat(&p, "/api/v1/jobs/special/notes").as_deref(),
+            Some("notes")
+        );
+        assert_eq!(cat(&p, "/other").as_deref(), Some("all"));
+        assert_eq!(cat(&p, "/healthz").as_deref(), Some("<public>"));
+        assert_eq!(cat(&p, "/docs/a").as_deref(), Some("<public>"));
+        assert_eq!(cat(&p, "/docs/private").as_deref(), Some("private"));
+    }
+
+    #[test]
+    fn without_double_star_wins_a_prefix_tie() {
+        let p = policy(&[], &[("a", &["/x/**"]), ("b", &["/x"])]);
+        assert_eq!(cat(&p, "/x").as_deref(), Some("b"));
+        assert_eq!(cat(&p, "/x/y").as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn unmatched() {
+        let p = policy(&[], &[("jobs", &["/api/v1/jobs/**"])]);
+        assert_eq!(cat(&p, "/api/v1/candidates"), None);
+    }
+
+    #[test]
+    fn load_errors() {
+        let cats = |c: &[(&str, &[&str])]| -> BTreeMap<String, Vec<String>> {
+            c.iter()
+                .map(|(n, p)| (n.to_string(), p.iter().map(|s| s.to_string()).collect()))
+                .collect()
+        };
+        let err =
+            |c| Policy::compile(&[], &c, Unmatched::Deny, Preflight::Deny, false).unwrap_err();
+        assert!(err(cats(&[("a", &["/x"]), ("b", &["/X"])])).contains("already used"));
+        assert!(err(cats(&[("a", &["x"])])).contains("start with '/'"));
+        assert!(err(cats(&[("a", &["/a*"])])).contains("whole segments"));
+        assert!(err(cats(&[("a", &["/a//b"])])).contains("empty segment"));
+        assert!(err(cats(&[("a b", &["/a"])])).contains("category name"));
+        assert!(err(cats(&[("a", &["/a/"])])).contains("only '**'"));
+    }
+
+    #[test]
+    fn levels_for_methods() {
+        assert_eq!(required_level(&Method::GET), Some(Level::Read));
+        assert_eq!(required_level(&Method::OPTIONS), Some(Level::Read));
+        assert_eq!(required_level(&Method::DELETE), Some(Level::Write));
+        assert_eq!(required_level(&Method::TRACE), None);
+    }
+}

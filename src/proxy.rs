@@ -1,0 +1,307 @@
+//! Forwarding to the upstream: the pooled hyper-util client, the header rewrite of
+//! SPEC §5, and upstream failures turned into refusals (`502`, `504`, `413`).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderName};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use ipnet::IpNet;
+
+use crate::body::{ReqBody, ReqCounters};
+use crate::config::{Config, KeyHeader};
+use crate::keys::store::KeyRecord;
+use crate::reject::Reject;
+use crate::requestid;
+
+pub type UpstreamClient = Client<HttpConnector, ReqBody>;
+
+/// Builds the pooled client for a config.
+pub fn client(config: &Config) -> UpstreamClient {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(config.timeouts.upstream_connect));
+    http.set_nodelay(true);
+    http.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .set_host(false)
+        .build(http)
+}
+
+/// Headers that never cross the gateway (besides those named in `Connection`).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("http2-settings"),
+];
+
+/// Client-supplied headers that could make the upstream believe the wrong thing
+/// about who sent the request or which resource it names.
+const SPOOFABLE: [&str; 8] = [
+    "forwarded",
+    "x-real-ip",
+    "true-client-ip",
+    "client-ip",
+    "x-forwarded-host",
+    "x-forwarded-prefix",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// Removes hop-by-hop headers and those named in `Connection`.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in &HOP_BY_HOP {
+        h.remove(n);
+    }
+}
+
+/// Who is asking, for `X-Forwarded-For` and the per-IP limit.
+#[derive(Debug, Clone)]
+pub struct ClientAddr {
+    /// The client IP keygate believes (the peer, or the rightmost untrusted address).
+    pub ip: IpAddr,
+    /// The `X-Forwarded-For` value to send upstream.
+    pub forwarded_for: HeaderValue,
+}
+
+/// Works out the client address: the peer, unless the peer is a trusted proxy, then
+/// the rightmost address in `X-Forwarded-For` that is not trusted.
+pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> ClientAddr {
+    let peer = peer.to_canonical();
+    let own =
+        || HeaderValue::from_str(&peer.to_string()).unwrap_or(HeaderValue::from_static("unknown"));
+    if trusted.is_empty() || !trusted.iter().any(|n| n.contains(&peer)) {
+        return ClientAddr {
+            ip: peer,
+            forwarded_for: own(),
+        };
+    }
+    let mut list: Vec<&str> = Vec::new();
+    for v in headers.get_all("x-forwarded-for") {
+        let Ok(s) = v.to_str() else { continue };
+        list.extend(s.split(',').map(str::trim).filter(|s| !s.is_empty()));
+    }
+    let mut ip = peer;
+    for entry in list.iter().rev() {
+        match entry.parse::<IpAddr>() {
+            Ok(a) => {
+                ip = a.to_canonical();
+                if !trusted.iter().any(|n| n.contains(&ip)) {
+                    break;
+                }
+            }
+            // Garbage in the chain: stop believing it here.
+            Err(_) => break,
+        }
+    }
+    let mut joined = list.join(", ");
+    if !joined.is_empty() {
+        joined.push_str(", ");
+    }
+    joined.push_str(&peer.to_string());
+    ClientAddr {
+        ip,
+        forwarded_for: HeaderValue::from_str(&joined).unwrap_or_else(|_| own()),
+    }
+}
+
+/// What the pipeline decided, for the headers added upstream.
+pub struct Forward<'a> {
+    pub path: &'a str,
+    pub key: Option<&'a KeyRecord>,
+    pub category: Option<&'a str>,
+    pub client: &'a ClientAddr,
+    pub tls: bool,
+    pub request_id: &'a HeaderValue,
+    /// The Authorization header carried the key (so it is removed).
+    pub bearer_key: bool,
+}
+
+/// Rewrites the request for the upstream (SPEC §5 header rules).
+pub fn rewrite_request(
+    config: &Config,
+    fwd: &Forward<'_>,
+    req: Request<Incoming>,
+    counters: Arc<ReqCounters>,
+) -> Result<Request<ReqBody>, Reject> {
+    let (mut parts, body) = req.into_parts();
+    let path_and_query = match parts.uri.query() {
+        Some(q) => PathAndQuery::try_from(format!("{}?{q}", fwd.path)),
+        None if fwd.path == parts.uri.path() => parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .map_or_else(|| PathAndQuery::try_from(fwd.path), Ok),
+        None => PathAndQuery::try_from(fwd.path),
+    }
+    .map_err(|_| Reject::BadPath(crate::hygiene::PathError::TargetForm))?;
+    // HTTP/2 has no Host header: the upstream gets the client's :authority as Host.
+    if !parts.headers.contains_key(header::HOST)
+        && let Some(auth) = parts.uri.authority()
+        && let Ok(v) = HeaderValue::from_str(auth.as_str())
+    {
+        parts.headers.insert(header::HOST, v);
+    }
+    parts.uri = Uri::builder()
+        .scheme(config.upstream.scheme.clone())
+        .authority(config.upstream.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| Reject::BadPath(crate::hygiene::PathError::TargetForm))?;
+    parts.version = Version::HTTP_11;
+
+    let h = &mut parts.headers;
+    strip_hop_by_hop(h);
+    let odd: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| {
+            let s = n.as_str();
+            s.contains('_') || s.starts_with("x-keygate-")
+        })
+        .cloned()
+        .collect();
+    for n in odd {
+        h.remove(n);
+    }
+    for n in SPOOFABLE {
+        h.remove(n);
+    }
+    if !config.auth.forward_key {
+        for kh in &config.auth.headers {
+            match kh {
+                KeyHeader::Plain(n) => {
+                    h.remove(n);
+                }
+                KeyHeader::Bearer if fwd.bearer_key => {
+                    h.remove(header::AUTHORIZATION);
+                }
+                KeyHeader::Bearer => {}
+            }
+        }
+    }
+    if let Some(k) = fwd.key {
+        h.insert("x-keygate-key-id", k.id_header.clone());
+        h.insert("x-keygate-key-name", k.name_header.clone());
+    }
+    if let Some(c) = fwd.category
+        && let Ok(v) = HeaderValue::from_str(c)
+    {
+        h.insert("x-keygate-category", v);
+    }
+    h.insert("x-forwarded-for", fwd.client.forwarded_for.clone());
+    h.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if fwd.tls { "https" } else { "http" }),
+    );
+    h.insert(requestid::HEADER, fwd.request_id.clone());
+
+    let body = ReqBody::new(body, config.limits.max_body_bytes, counters);
+    Ok(Request::from_parts(parts, body))
+}
+
+/// Sends the request and waits for the upstream's response head.
+///
+/// `timeouts.upstream_response` starts when the request body has been sent.
+pub async fn send(
+    client: &UpstreamClient,
+    config: &Config,
+    req: Request<ReqBody>,
+    counters: &ReqCounters,
+) -> Result<Response<Incoming>, Reject> {
+    let started = Instant::now();
+    let fut = client.request(req);
+    tokio::pin!(fut);
+    let result = tokio::select! {
+        biased;
+        r = &mut fut => r,
+        () = counters.body_sent() => {
+            match tokio::time::timeout(config.timeouts.upstream_response, &mut fut).await {
+                Ok(r) => r,
+                Err(_) => return Err(Reject::UpstreamTimeout),
+            }
+        }
+    };
+    match result {
+        Ok(mut res) => {
+            strip_hop_by_hop(res.headers_mut());
+            Ok(res)
+        }
+        Err(e) => {
+            if counters
+                .over_limit
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                return Err(Reject::BodyTooLarge {
+                    limit: config.limits.max_body_bytes.unwrap_or(0),
+                });
+            }
+            tracing::debug!(error = %e, elapsed_ms = started.elapsed().as_millis() as u64, "upstream request failed");
+            Err(Reject::UpstreamUnavailable)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_untrusted_peer_ignores_client_list() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        let a = client_addr("10.0.0.9".parse().unwrap(), &h, &[]);
+        assert_eq!(a.ip.to_string(), "10.0.0.9");
+        assert_eq!(a.forwarded_for, "10.0.0.9");
+    }
+
+    #[test]
+    fn forwarded_for_trusted_peer_appends_and_picks_rightmost_untrusted() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 203.0.113.7, 10.1.1.1"),
+        );
+        let a = client_addr("10.0.0.9".parse().unwrap(), &h, &trusted);
+        assert_eq!(a.ip.to_string(), "203.0.113.7");
+        assert_eq!(a.forwarded_for, "6.6.6.6, 203.0.113.7, 10.1.1.1, 10.0.0.9");
+    }
+
+    #[test]
+    fn connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("1"));
+        h.insert("x-other", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-other"));
+    }
+}

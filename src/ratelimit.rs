@@ -1,0 +1,269 @@
+//! Rate limits (GCRA, by governor).
+//!
+//! * Per key: one direct limiter per key, held by the key's snapshot entry and carried
+//!   over to the next snapshot while the key exists with the same rate, so a reload
+//!   keeps the state. Memory is bounded by the number of keys.
+//! * Per client IP, for failed authentication only: a sharded LRU table with a hard
+//!   bound (`max_tracked_ips`); the least recently used address is evicted (and
+//!   counted) when a new one arrives at a full shard. IPv6 addresses are grouped by
+//!   /64. Fails open on eviction: an evicted address starts with a fresh burst, which
+//!   only ever turns a 429 back into the 401 it would otherwise be.
+
+use std::net::IpAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota};
+use lru::LruCache;
+
+use crate::config::file::RateFile;
+
+/// A validated rate: `count` requests per `per`, with `burst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: NonZeroU32,
+    pub per: Per,
+    pub burst: NonZeroU32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Per {
+    Second,
+    Minute,
+}
+
+impl Rate {
+    /// From `{per_second | per_minute, burst}`; `burst` defaults to the count.
+    pub(crate) fn from_parts(
+        per_second: Option<u32>,
+        per_minute: Option<u32>,
+        burst: Option<u32>,
+    ) -> Result<Self, String> {
+        let (n, per) = match (per_second, per_minute) {
+            (Some(n), None) => (n, Per::Second),
+            (None, Some(n)) => (n, Per::Minute),
+            (None, None) => return Err("needs per_second or per_minute".into()),
+            (Some(_), Some(_)) => {
+                return Err("give per_second or per_minute, not both".into());
+            }
+        };
+        let count = NonZeroU32::new(n).ok_or("the rate must be at least 1")?;
+        let burst = match burst {
+            None => count,
+            Some(b) => NonZeroU32::new(b).ok_or("burst must be at least 1")?,
+        };
+        Ok(Self { count, per, burst })
+    }
+
+    pub(crate) fn from_file(f: &RateFile) -> Result<Self, String> {
+        Self::from_parts(f.per_second, f.per_minute, f.burst)
+    }
+
+    pub fn quota(&self) -> Quota {
+        let q = match self.per {
+            Per::Second => Quota::per_second(self.count),
+            Per::Minute => Quota::per_minute(self.count),
+        };
+        q.allow_burst(self.burst)
+    }
+
+    /// `20/s:40`, the CLI form.
+    pub fn describe(&self) -> String {
+        let unit = match self.per {
+            Per::Second => "s",
+            Per::Minute => "m",
+        };
+        format!("{}/{unit}:{}", self.count, self.burst)
+    }
+}
+
+/// A key's limiter.
+pub type KeyLimiter = DefaultDirectRateLimiter;
+
+pub fn key_limiter(rate: &Rate) -> KeyLimiter {
+    DefaultDirectRateLimiter::direct(rate.quota())
+}
+
+/// Over the limit; retry after this many whole seconds (≥ 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryAfter(pub u64);
+
+fn retry_after(wait: Duration) -> RetryAfter {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    RetryAfter(secs.max(1))
+}
+
+/// Takes one request from a key's limiter.
+pub fn check_key(limiter: &KeyLimiter, clock: &DefaultClock) -> Result<(), RetryAfter> {
+    limiter
+        .check()
+        .map_err(|not_until| retry_after(not_until.wait_time_from(clock.now())))
+}
+
+/// The per-IP table key: an IPv4 address, or an IPv6 /64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum IpKey {
+    V4(u32),
+    V6Net(u64),
+}
+
+impl IpKey {
+    fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => Self::V4(u32::from(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Self::V4(u32::from(v4)),
+                None => Self::V6Net((u128::from(v6) >> 64) as u64),
+            },
+        }
+    }
+
+    fn shard(&self, shards: usize) -> usize {
+        let h = match *self {
+            Self::V4(a) => u64::from(a).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            Self::V6Net(a) => a.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        };
+        (h >> 40) as usize % shards
+    }
+}
+
+const SHARDS: usize = 16;
+
+/// Bounded per-IP limiter for failed authentication.
+pub struct IpLimiter {
+    quota: Quota,
+    shards: Box<[Mutex<LruCache<IpKey, DefaultDirectRateLimiter>>]>,
+    evicted: AtomicU64,
+    capacity: usize,
+}
+
+impl std::fmt::Debug for IpLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IpLimiter")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IpLimiter {
+    pub fn new(rate: &Rate, max_tracked: NonZeroUsize) -> Self {
+        let shards = SHARDS.min(max_tracked.get());
+        let per = max_tracked.get() / shards;
+        let shards_vec = (0..shards)
+            .map(|_| {
+                Mutex::new(LruCache::new(
+                    NonZeroUsize::new(per).unwrap_or(NonZeroUsize::MIN),
+                ))
+            })
+            .collect();
+        Self {
+            quota: rate.quota(),
+            shards: shards_vec,
+            evicted: AtomicU64::new(0),
+            capacity: per.max(1) * shards,
+        }
+    }
+
+    /// Charges one failed authentication to `ip`.
+    pub fn check(&self, ip: IpAddr, clock: &DefaultClock) -> Result<(), RetryAfter> {
+        let key = IpKey::of(ip);
+        let shard = &self.shards[key.shard(self.shards.len())];
+        // A poisoned shard only means another thread panicked mid-update of a counter;
+        // the table is still usable.
+        let mut table = shard.lock().unwrap_or_else(|p| p.into_inner());
+        let result = if let Some(l) = table.get(&key) {
+            l.check().map_err(|n| n.wait_time_from(clock.now()))
+        } else {
+            let l = DefaultDirectRateLimiter::direct(self.quota);
+            let r = l.check().map_err(|n| n.wait_time_from(clock.now()));
+            if let Some((old, _)) = table.push(key, l)
+                && old != key
+            {
+                self.evicted.fetch_add(1, Ordering::Relaxed);
+            }
+            r
+        };
+        result.map_err(retry_after)
+    }
+
+    /// Addresses tracked now (never above [`IpLimiter::capacity`]).
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Entries evicted so far.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn rate_parts() {
+        assert!(Rate::from_parts(None, None, None).is_err());
+        assert!(Rate::from_parts(Some(1), Some(1), None).is_err());
+        assert!(Rate::from_parts(Some(0), None, None).is_err());
+        assert!(Rate::from_parts(Some(5), None, Some(0)).is_err());
+        let r = Rate::from_parts(Some(5), None, None).unwrap();
+        assert_eq!(r.burst.get(), 5);
+        assert_eq!(r.describe(), "5/s:5");
+    }
+
+    #[test]
+    fn key_limiter_allows_burst_then_refuses_with_retry_after() {
+        let clock = DefaultClock::default();
+        let rate = Rate::from_parts(None, Some(1), Some(3)).unwrap();
+        let l = key_limiter(&rate);
+        for _ in 0..3 {
+            assert!(check_key(&l, &clock).is_ok());
+        }
+        let RetryAfter(secs) = check_key(&l, &clock).unwrap_err();
+        assert!((50..=60).contains(&secs), "{secs}");
+    }
+
+    #[test]
+    fn ip_table_is_bounded_and_counts_evictions() {
+        let clock = DefaultClock::default();
+        let rate = Rate::from_parts(None, Some(60), Some(2)).unwrap();
+        let t = IpLimiter::new(&rate, NonZeroUsize::new(64).unwrap());
+        for i in 0..10_000u32 {
+            let _ = t.check(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)), &clock);
+        }
+        assert!(t.len() <= 64);
+        assert!(t.evicted() >= 10_000 - 64);
+    }
+
+    #[test]
+    fn ipv6_grouped_by_64() {
+        let clock = DefaultClock::default();
+        let rate = Rate::from_parts(None, Some(1), Some(1)).unwrap();
+        let t = IpLimiter::new(&rate, NonZeroUsize::new(100).unwrap());
+        let a: Ipv6Addr = "2001:db8:1:2::1".parse().unwrap();
+        let b: Ipv6Addr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: Ipv6Addr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(t.check(a.into(), &clock).is_ok());
+        assert!(
+            t.check(b.into(), &clock).is_err(),
+            "same /64 shares the budget"
+        );
+        assert!(t.check(c.into(), &clock).is_ok());
+    }
+}
