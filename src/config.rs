@@ -63,6 +63,13 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Re
         if let Some(i) = msg.find(" at line ") {
             msg.truncate(i);
         }
+        // serde_yaml may start with its own (shorter) path: keep only ours.
+        if let Some((prefix, rest)) = msg.split_once(": ")
+            && !prefix.contains(' ')
+            && path.starts_with(prefix)
+        {
+            msg = rest.to_string();
+        }
         let message = if path.is_empty() || path == "." {
             msg
         } else {
