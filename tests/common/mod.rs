@@ -201,15 +201,22 @@ impl hyper::body::Body for ChunkStream {
 
 /// Collects every finished-request record.
 #[derive(Default)]
-pub struct Collect(pub Mutex<Vec<Record>>);
+pub struct Collect(pub Mutex<Vec<Record>>, std::sync::atomic::AtomicBool);
 
 impl Observer for Collect {
     fn finished(&self, r: &Record) {
-        self.0.lock().unwrap().push(r.clone());
+        if !self.1.load(Ordering::Relaxed) {
+            self.0.lock().unwrap().push(r.clone());
+        }
     }
 }
 
 impl Collect {
+    /// Stop keeping records (for tests that measure memory).
+    pub fn discard(&self) {
+        self.1.store(true, Ordering::Relaxed);
+    }
+
     pub fn records(&self) -> Vec<Record> {
         self.0.lock().unwrap().clone()
     }
@@ -441,4 +448,103 @@ pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     f()
+}
+
+/// The real `keygate` binary, started on a config; stderr is collected.
+pub struct Spawned {
+    pub child: std::process::Child,
+    pub public: SocketAddr,
+    pub metrics: SocketAddr,
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl Spawned {
+    pub fn start(config: &Path) -> Self {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keygate"))
+            .arg("-c")
+            .arg(config)
+            .arg("serve")
+            .env("KEYGATE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        let log = stderr.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in std::io::BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("keygate is serving") {
+                    let field = |name: &str| -> Option<SocketAddr> {
+                        let i = line.find(name)? + name.len();
+                        line[i..].split_whitespace().next()?.parse().ok()
+                    };
+                    if let (Some(p), Some(m), Some(tx)) =
+                        (field("public_addr="), field("metrics_addr="), tx.take())
+                    {
+                        let _ = tx.send((p, m));
+                    }
+                }
+                log.lock().unwrap().push_str(&line);
+                log.lock().unwrap().push('\n');
+            }
+        });
+        let (public, metrics) = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(x) => x,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("keygate did not start: {}", stderr.lock().unwrap());
+            }
+        };
+        Self {
+            child,
+            public,
+            metrics,
+            stderr,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// A field of /proc/PID/status in KiB (`VmHWM`, `VmRSS`).
+    pub fn status_kib(&self, field: &str) -> u64 {
+        proc_status_kib(self.pid(), field)
+    }
+
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
 }
