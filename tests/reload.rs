@@ -1,0 +1,132 @@
+//! SIGHUP reloads config and keys on the real binary without dropping requests; a
+//! broken config keeps the old snapshot and is logged.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::*;
+
+fn config(upstream: std::net::SocketAddr, with_reports: bool) -> String {
+    let reports = if with_reports {
+        "    reports: [\"/api/v1/reports/**\"]\n"
+    } else {
+        ""
+    };
+    config_yaml(
+        upstream,
+        &format!(
+            "rate_limit:\n  per_key: {{ per_second: 1000000, burst: 1000000 }}\n{ROUTES}{reports}"
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_a_new_route_without_dropping_requests() {
+    let upstream = Upstream::start().await;
+    let dir = TempDir::new();
+    let kg = keygate::keys::mint().unwrap().expose().to_string();
+    dir.write("keys.yaml", &keys_yaml(&kg));
+    let cfg = dir.write("config.yaml", &config(upstream.addr, false));
+    let gw = Spawned::start(&cfg);
+    let addr = gw.public;
+    let reports = move || {
+        Reply::parse(&raw_exchange(
+            addr,
+            format!("GET /api/v1/reports/1 HTTP/1.1\r\nHost: a\r\nX-API-Key: {SECRET_ALL}\r\nConnection: close\r\n\r\n").as_bytes(),
+        ))
+    };
+    let r = tokio::task::spawn_blocking(reports).await.unwrap();
+    assert_eq!(r.code().as_deref(), Some("path_not_allowed"));
+
+    // Load on the side: keep-alive and fresh connections, every answer must be 200.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut hammers = Vec::new();
+    for _ in 0..2 {
+        let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+        hammers.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let one = format!("GET /api/v1/jobs HTTP/1.1\r\nHost: a\r\nX-API-Key: {SECRET_ALL}\r\n\r\n");
+                let req = format!("{one}{one}{one}GET /api/v1/jobs HTTP/1.1\r\nHost: a\r\nX-API-Key: {SECRET_ALL}\r\nConnection: close\r\n\r\n");
+                let raw = raw_exchange(addr, req.as_bytes());
+                let n = raw.matches("HTTP/1.1 200").count();
+                ok.fetch_add(n as u64, Ordering::Relaxed);
+                if n != 4 {
+                    failures.lock().unwrap().push(raw);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    dir.write("config.yaml", &config(upstream.addr, true));
+    gw.signal("HUP");
+    let applied = eventually(Duration::from_secs(2), || reports().status == 200).await;
+    assert!(applied, "the new route applies after SIGHUP");
+
+    // A broken config: the old snapshot stays, the error is logged.
+    dir.write("config.yaml", "upstream: [this is not\n");
+    gw.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(2), || gw.log().contains("reload failed")).await,
+        "{}",
+        gw.log()
+    );
+    assert!(gw.log().contains("config.yaml:"), "the error names the file and line");
+    assert_eq!(reports().status, 200, "the old snapshot stays in force");
+
+    // A config that would make the current keys invalid is refused as a whole.
+    dir.write(
+        "config.yaml",
+        &config(upstream.addr, true).replace("    candidates: [\"/api/v1/candidates\", \"/api/v1/candidates/**\"]\n", ""),
+    );
+    gw.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(2), || gw.log().matches("reload failed").count() >= 2).await
+    );
+    assert!(gw.log().contains("unknown category"), "{}", gw.log());
+    let r = tokio::task::spawn_blocking(move || {
+        Reply::parse(&raw_exchange(
+            addr,
+            format!("GET /api/v1/candidates HTTP/1.1\r\nHost: a\r\nX-API-Key: {SECRET_READ}\r\nConnection: close\r\n\r\n").as_bytes(),
+        ))
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "candidates still served from the old snapshot");
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    for h in hammers {
+        h.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(failures.is_empty(), "{} dropped exchanges, first: {:?}", failures.len(), failures.first());
+    assert!(ok.load(Ordering::Relaxed) > 100, "load ran: {}", ok.load(Ordering::Relaxed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_zero() {
+    let upstream = Upstream::start().await;
+    let dir = TempDir::new();
+    dir.write("keys.yaml", &keys_yaml("kg_x"));
+    let cfg = dir.write(
+        "config.yaml",
+        &config_yaml(upstream.addr, &format!("{ROUTES}timeouts:\n  shutdown_delay: 0s\n  shutdown: 2s\n")),
+    );
+    let mut gw = Spawned::start(&cfg);
+    gw.signal("TERM");
+    let mut status = None;
+    for _ in 0..100 {
+        if let Some(s) = gw.child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status.map(|s| s.code()), Some(Some(0)), "{}", gw.log());
+}
