@@ -1,5 +1,7 @@
 //! SPEC §5 header rules and request framing, against a real upstream.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;
@@ -29,14 +31,23 @@ async fn upstream_never_receives_the_key() {
     // Basic auth is not a key: forwarded untouched beside the real key.
     let r = h.get(
         "/api/v1/jobs",
-        &[("X-API-Key", SECRET_ALL), ("Authorization", "Basic dXNlcjpwYXNz")],
+        &[
+            ("X-API-Key", SECRET_ALL),
+            ("Authorization", "Basic dXNlcjpwYXNz"),
+        ],
     );
     assert_eq!(r.status, 200);
-    assert_eq!(h.upstream.last().headers["authorization"], "Basic dXNlcjpwYXNz");
+    assert_eq!(
+        h.upstream.last().headers["authorization"],
+        "Basic dXNlcjpwYXNz"
+    );
     // Non-ASCII names are percent-encoded.
     let r = h.get("/api/v1/jobs", &[("X-API-Key", SECRET_WRITE)]);
     assert_eq!(r.status, 200);
-    assert_eq!(h.upstream.last().headers["x-keygate-key-name"], "Jobs Writer %E2%9C%93");
+    assert_eq!(
+        h.upstream.last().headers["x-keygate-key-name"],
+        "Jobs Writer %E2%9C%93"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -64,7 +75,10 @@ async fn removed_headers_are_gone_and_added_ones_cannot_be_forged() {
     let h = Harness::start().await;
     let sent = [
         ("X-API-Key", SECRET_ALL),
-        ("Connection", "close, X-Custom-Hop, X-Forwarded-For, X-Request-Id, X-Keygate-Key-Name, X-Forwarded-Proto"),
+        (
+            "Connection",
+            "close, X-Custom-Hop, X-Forwarded-For, X-Request-Id, X-Keygate-Key-Name, X-Forwarded-Proto",
+        ),
         ("X-Custom-Hop", "1"),
         ("Keep-Alive", "timeout=5"),
         ("TE", "trailers"),
@@ -123,7 +137,10 @@ async fn removed_headers_are_gone_and_added_ones_cannot_be_forged() {
     assert_eq!(hd.get_all("x-keygate-key-id").iter().count(), 1);
     assert_eq!(hd["x-keygate-key-name"], "Reporting Dashboard");
     assert_eq!(hd["x-keygate-category"], "candidates");
-    assert_eq!(hd["x-forwarded-for"], "127.0.0.1", "the peer, not the client's claim");
+    assert_eq!(
+        hd["x-forwarded-for"], "127.0.0.1",
+        "the peer, not the client's claim"
+    );
     assert_eq!(hd["x-forwarded-proto"], "http");
     assert_eq!(hd["x-request-id"], "client-id-1");
     // Upstream's own hop-by-hop response headers do not reach the client.
@@ -135,10 +152,16 @@ async fn trusted_proxy_chain() {
     let h = Harness::start_with(&format!("{ROUTES}trusted_proxies: [\"127.0.0.0/8\"]\n")).await;
     let r = h.get(
         "/api/v1/jobs",
-        &[("X-API-Key", SECRET_ALL), ("X-Forwarded-For", "203.0.113.7, 127.0.0.5")],
+        &[
+            ("X-API-Key", SECRET_ALL),
+            ("X-Forwarded-For", "203.0.113.7, 127.0.0.5"),
+        ],
     );
     assert_eq!(r.status, 200);
-    assert_eq!(h.upstream.last().headers["x-forwarded-for"], "203.0.113.7, 127.0.0.5, 127.0.0.1");
+    assert_eq!(
+        h.upstream.last().headers["x-forwarded-for"],
+        "203.0.113.7, 127.0.0.5, 127.0.0.1"
+    );
     let recs = h.records.wait_for(1).await;
     assert_eq!(recs[0].ip.to_string(), "203.0.113.7");
 }
@@ -168,7 +191,11 @@ async fn refused_body_is_never_a_next_request() {
         .unwrap();
     assert_eq!(replies.len(), 1, "{replies:?}");
     assert_eq!(replies[0].status, 401);
-    assert_eq!(h.upstream.count(), 0, "the body was never parsed as a request");
+    assert_eq!(
+        h.upstream.count(),
+        0,
+        "the body was never parsed as a request"
+    );
     // Same with a refusal for the path.
     let req2 = format!(
         "POST /a/../b HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{smuggled}",
@@ -196,7 +223,10 @@ async fn content_length_with_transfer_encoding_smuggles_nothing() {
     // One answer, then the connection is closed (raw_exchange reads to EOF).
     assert_eq!(replies.len(), 1, "{replies:?}");
     let targets = h.upstream.targets();
-    assert!(!targets.iter().any(|t| t.contains("smuggled")), "{targets:?}");
+    assert!(
+        !targets.iter().any(|t| t.contains("smuggled")),
+        "{targets:?}"
+    );
     match replies[0].status {
         // Read as chunked (hyper's choice) and forwarded without Content-Length.
         200 => {
@@ -216,7 +246,9 @@ async fn content_length_with_transfer_encoding_smuggles_nothing() {
 async fn keep_alive_serves_several_requests() {
     let h = Harness::start().await;
     let one = format!("GET /api/v1/jobs HTTP/1.1\r\nHost: a\r\nX-API-Key: {SECRET_ALL}\r\n\r\n");
-    let req = format!("{one}{one}GET /api/v1/jobs HTTP/1.1\r\nHost: a\r\nX-API-Key: {SECRET_ALL}\r\nConnection: close\r\n\r\n");
+    let req = format!(
+        "{one}{one}GET /api/v1/jobs HTTP/1.1\r\nHost: a\r\nX-API-Key: {SECRET_ALL}\r\nConnection: close\r\n\r\n"
+    );
     let addr = h.addr();
     let replies = tokio::task::spawn_blocking(move || exchange(addr, req.as_bytes()))
         .await

@@ -1,6 +1,8 @@
 //! The per-IP limit on failed authentication: a hard bound on the table under 20,000
 //! distinct client addresses, flat memory, and a valid key never blocked by it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -13,10 +15,15 @@ async fn request_from(from: Ipv4Addr, to: SocketAddr, key: Option<&str>) -> u16 
     let sock = TcpSocket::new_v4().unwrap();
     sock.bind(SocketAddr::new(IpAddr::V4(from), 0)).unwrap();
     let mut s = sock.connect(to).await.unwrap();
-    let key = key.map(|k| format!("X-API-Key: {k}\r\n")).unwrap_or_default();
-    s.write_all(format!("GET /api/v1/jobs HTTP/1.1\r\nHost: a\r\n{key}Connection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    let key = key
+        .map(|k| format!("X-API-Key: {k}\r\n"))
+        .unwrap_or_default();
+    s.write_all(
+        format!("GET /api/v1/jobs HTTP/1.1\r\nHost: a\r\n{key}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut out = Vec::new();
     s.read_to_end(&mut out).await.unwrap();
     Reply::parse(&String::from_utf8_lossy(&out)).status
@@ -46,7 +53,11 @@ async fn table_stays_bounded_under_twenty_thousand_addresses() {
                 tasks.push(tokio::spawn(request_from(addr(i), to, None)));
             }
             for t in tasks {
-                assert_eq!(t.await.unwrap(), 401, "a first failure from a new address is a 401");
+                assert_eq!(
+                    t.await.unwrap(),
+                    401,
+                    "a first failure from a new address is a 401"
+                );
             }
         }
     };
@@ -57,8 +68,16 @@ async fn table_stays_bounded_under_twenty_thousand_addresses() {
     run(5_000..20_000).await;
     let rss_after = rss_kib();
     assert!(limiter.len() <= 1000, "tracked {}", limiter.len());
-    assert!(limiter.len() >= 900, "the table is in use: {}", limiter.len());
-    assert!(limiter.evicted() >= 19_000, "evictions counted: {}", limiter.evicted());
+    assert!(
+        limiter.len() >= 900,
+        "the table is in use: {}",
+        limiter.len()
+    );
+    assert!(
+        limiter.evicted() >= 19_000,
+        "evictions counted: {}",
+        limiter.evicted()
+    );
     eprintln!("RSS {rss_before} KiB -> {rss_after} KiB over 15,000 more addresses");
     assert!(
         rss_after < rss_before + 4 * 1024,
@@ -77,10 +96,23 @@ async fn one_address_gets_429_after_its_burst_but_valid_keys_pass() {
         assert_eq!(request_from(me, h.addr(), None).await, 401);
     }
     assert_eq!(request_from(me, h.addr(), None).await, 429);
-    assert_eq!(request_from(me, h.addr(), Some("not-a-real-key-0123456789abcdefghij")).await, 429);
-    assert_eq!(request_from(me, h.addr(), Some(SECRET_ALL)).await, 200, "a valid key is never blocked");
+    assert_eq!(
+        request_from(me, h.addr(), Some("not-a-real-key-0123456789abcdefghij")).await,
+        429
+    );
+    assert_eq!(
+        request_from(me, h.addr(), Some(SECRET_ALL)).await,
+        200,
+        "a valid key is never blocked"
+    );
     // Another address is unaffected.
-    assert_eq!(request_from(Ipv4Addr::new(127, 9, 9, 10), h.addr(), None).await, 401);
+    assert_eq!(
+        request_from(Ipv4Addr::new(127, 9, 9, 10), h.addr(), None).await,
+        401
+    );
     let recs = h.records.wait_for(9).await;
-    assert!(recs.iter().any(|r| r.status == 429 && r.decision == keygate::record::Decision::RateLimited));
+    assert!(
+        recs.iter()
+            .any(|r| r.status == 429 && r.decision == keygate::record::Decision::RateLimited)
+    );
 }

@@ -2,6 +2,8 @@
 //! for any target the gateway forwards, the upstream's path equals the matched path
 //! recorded by the request-finished hook.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;
@@ -89,7 +91,12 @@ fn rows() -> Vec<(&'static str, &'static str, Want)> {
 
 /// Sends one request with a unique request id; returns the reply and whether the
 /// hook produced a record for it.
-async fn send(h: &Harness, method: &str, target: &str, id: &str) -> (Reply, Option<keygate::record::Record>) {
+async fn send(
+    h: &Harness,
+    method: &str,
+    target: &str,
+    id: &str,
+) -> (Reply, Option<keygate::record::Record>) {
     let req = format!(
         "{method} {target} HTTP/1.1\r\nHost: app.example\r\nX-API-Key: {SECRET_ALL}\r\nX-Request-Id: {id}\r\nConnection: close\r\n\r\n"
     );
@@ -127,28 +134,46 @@ async fn path_table() {
         match want {
             Library => {
                 assert_eq!(reply.status, 400, "row {i} {target:?}: {}", reply.raw);
-                assert!(rec.is_none(), "row {i} {target:?}: the library refuses it, keygate never sees it");
+                assert!(
+                    rec.is_none(),
+                    "row {i} {target:?}: the library refuses it, keygate never sees it"
+                );
                 assert_eq!(reply.code(), None, "row {i}: not a keygate body");
                 assert_eq!(h.upstream.count(), before);
                 continue;
             }
             BadPath | Forward(_) => {
-                assert!(rec.is_some(), "row {i} {target:?}: reached keygate (got {})", reply.raw);
+                assert!(
+                    rec.is_some(),
+                    "row {i} {target:?}: reached keygate (got {})",
+                    reply.raw
+                );
             }
         }
         match want {
             BadPath => {
                 assert_eq!(reply.status, 400, "row {i} {target:?}: {}", reply.raw);
-                assert_eq!(reply.code().as_deref(), Some("bad_path"), "row {i} {target:?}");
+                assert_eq!(
+                    reply.code().as_deref(),
+                    Some("bad_path"),
+                    "row {i} {target:?}"
+                );
                 assert_eq!(h.upstream.count(), before, "row {i}: nothing forwarded");
             }
             Forward(expected) => {
                 assert_eq!(reply.status, 200, "row {i} {target:?}: {}", reply.raw);
                 let seen = h.upstream.last();
                 assert_eq!(seen.target, expected, "row {i} {target:?}");
-                assert_eq!(seen.headers["host"], "app.example", "row {i}: authority never chooses");
+                assert_eq!(
+                    seen.headers["host"], "app.example",
+                    "row {i}: authority never chooses"
+                );
                 let rec = rec.unwrap();
-                assert_eq!(format!("{}", rec.path), expected.split('?').next().unwrap(), "row {i}: logged path");
+                assert_eq!(
+                    format!("{}", rec.path),
+                    expected.split('?').next().unwrap(),
+                    "row {i}: logged path"
+                );
             }
             Library => unreachable!(),
         }
@@ -209,13 +234,21 @@ async fn forwarded_path_equals_recorded_path() {
     for n in 0..300 {
         let mut target = String::from("/");
         for _ in 0..(1 + rng.next() % 8) {
-            let piece = if rng.next() % 8 == 0 { rng.pick(&risky) } else { rng.pick(&safe) };
+            let piece = if rng.next().is_multiple_of(8) {
+                rng.pick(&risky)
+            } else {
+                rng.pick(&safe)
+            };
             target.push_str(piece);
         }
         let id = format!("prop-{n}");
         let (reply, rec) = send(&h, "GET", &target, &id).await;
         if reply.status != 200 {
-            assert_eq!(reply.status, 400, "seed {seed:#x} target {target:?}: {}", reply.raw);
+            assert_eq!(
+                reply.status, 400,
+                "seed {seed:#x} target {target:?}: {}",
+                reply.raw
+            );
             continue;
         }
         forwarded += 1;
@@ -238,5 +271,8 @@ async fn forwarded_path_equals_recorded_path() {
             "seed {seed:#x} target {target:?}"
         );
     }
-    assert!(forwarded > 50, "the generator must produce forwardable targets ({forwarded})");
+    assert!(
+        forwarded > 50,
+        "the generator must produce forwardable targets ({forwarded})"
+    );
 }

@@ -1,6 +1,8 @@
 //! SIGHUP reloads config and keys on the real binary without dropping requests; a
 //! broken config keeps the old snapshot and is logged.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::Arc;
@@ -72,21 +74,35 @@ async fn sighup_applies_a_new_route_without_dropping_requests() {
     dir.write("config.yaml", "upstream: [this is not\n");
     gw.signal("HUP");
     assert!(
-        eventually(Duration::from_secs(2), || gw.log().contains("reload failed")).await,
+        eventually(Duration::from_secs(2), || gw
+            .log()
+            .contains("reload failed"))
+        .await,
         "{}",
         gw.log()
     );
-    assert!(gw.log().contains("config.yaml:"), "the error names the file and line");
+    assert!(
+        gw.log().contains("config.yaml:"),
+        "the error names the file and line"
+    );
     assert_eq!(reports().status, 200, "the old snapshot stays in force");
 
     // A config that would make the current keys invalid is refused as a whole.
     dir.write(
         "config.yaml",
-        &config(upstream.addr, true).replace("    candidates: [\"/api/v1/candidates\", \"/api/v1/candidates/**\"]\n", ""),
+        &config(upstream.addr, true).replace(
+            "    candidates: [\"/api/v1/candidates\", \"/api/v1/candidates/**\"]\n",
+            "",
+        ),
     );
     gw.signal("HUP");
     assert!(
-        eventually(Duration::from_secs(2), || gw.log().matches("reload failed").count() >= 2).await
+        eventually(Duration::from_secs(2), || gw
+            .log()
+            .matches("reload failed")
+            .count()
+            >= 2)
+        .await
     );
     assert!(gw.log().contains("unknown category"), "{}", gw.log());
     let r = tokio::task::spawn_blocking(move || {
@@ -97,7 +113,10 @@ async fn sighup_applies_a_new_route_without_dropping_requests() {
     })
     .await
     .unwrap();
-    assert_eq!(r.status, 200, "candidates still served from the old snapshot");
+    assert_eq!(
+        r.status, 200,
+        "candidates still served from the old snapshot"
+    );
 
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::Relaxed);
@@ -105,8 +124,17 @@ async fn sighup_applies_a_new_route_without_dropping_requests() {
         h.join().unwrap();
     }
     let failures = failures.lock().unwrap();
-    assert!(failures.is_empty(), "{} dropped exchanges, first: {:?}", failures.len(), failures.first());
-    assert!(ok.load(Ordering::Relaxed) > 100, "load ran: {}", ok.load(Ordering::Relaxed));
+    assert!(
+        failures.is_empty(),
+        "{} dropped exchanges, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    assert!(
+        ok.load(Ordering::Relaxed) > 100,
+        "load ran: {}",
+        ok.load(Ordering::Relaxed)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,7 +144,10 @@ async fn sigterm_exits_zero() {
     dir.write("keys.yaml", &keys_yaml("kg_x"));
     let cfg = dir.write(
         "config.yaml",
-        &config_yaml(upstream.addr, &format!("{ROUTES}timeouts:\n  shutdown_delay: 0s\n  shutdown: 2s\n")),
+        &config_yaml(
+            upstream.addr,
+            &format!("{ROUTES}timeouts:\n  shutdown_delay: 0s\n  shutdown: 2s\n"),
+        ),
     );
     let mut gw = Spawned::start(&cfg);
     gw.signal("TERM");

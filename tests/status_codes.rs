@@ -1,6 +1,8 @@
 //! Every status and error code of SPEC §1, against a real upstream and the real
 //! gateway on 127.0.0.1:0.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;
@@ -14,9 +16,16 @@ fn assert_error(r: &Reply, status: u16, code: &str) {
     let rid = r.header("x-request-id").expect("x-request-id");
     assert_eq!(r.json()["error"]["request_id"], rid);
     assert_eq!(r.json()["error"]["status"], status);
-    assert!(r.json()["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
     if status == 401 {
-        assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"keygate\""));
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some("Bearer realm=\"keygate\"")
+        );
     }
 }
 
@@ -35,7 +44,10 @@ async fn allowed_requests_pass_upstream_statuses_through() {
         assert_eq!(r.body, format!("{{\"status\":{code}}}"), "body untouched");
     }
     // Bearer works too, and a kg_ key.
-    let r = h.get("/api/v1/jobs", &[("Authorization", &format!("Bearer {}", h.kg_key))]);
+    let r = h.get(
+        "/api/v1/jobs",
+        &[("Authorization", &format!("Bearer {}", h.kg_key))],
+    );
     assert_eq!(r.status, 200, "{}", r.raw);
     // The record names the key and category.
     let recs = h.records.wait_for(6).await;
@@ -64,7 +76,10 @@ async fn hygiene_refusals() {
         "ambiguous_api_key",
     );
     assert_error(
-        &h.get("/api/v1/candidates", &[k, ("X-HTTP-Method-Override", "DELETE")]),
+        &h.get(
+            "/api/v1/candidates",
+            &[k, ("X-HTTP-Method-Override", "DELETE")],
+        ),
         400,
         "method_override_not_allowed",
     );
@@ -80,10 +95,21 @@ async fn hygiene_refusals() {
 async fn authentication_refusals() {
     let h = Harness::start().await;
     assert_error(&h.get("/api/v1/candidates", &[]), 401, "missing_api_key");
-    let r = h.get("/api/v1/candidates", &[("Authorization", &format!("Bearer  {SECRET_READ}"))]);
+    let r = h.get(
+        "/api/v1/candidates",
+        &[("Authorization", &format!("Bearer  {SECRET_READ}"))],
+    );
     assert_error(&r, 401, "malformed_api_key");
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("white space"));
-    let r = h.get("/api/v1/candidates", &[("X-API-Key", "abc def-0123456789abcdef0123456789")]);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("white space")
+    );
+    let r = h.get(
+        "/api/v1/candidates",
+        &[("X-API-Key", "abc def-0123456789abcdef0123456789")],
+    );
     assert_error(&r, 401, "malformed_api_key");
     // A kg_ key with a broken checksum is caught without a lookup.
     let mut damaged = h.kg_key.clone().into_bytes();
@@ -92,9 +118,18 @@ async fn authentication_refusals() {
     let damaged = String::from_utf8(damaged).unwrap();
     let r = h.get("/api/v1/candidates", &[("X-API-Key", &damaged)]);
     assert_error(&r, 401, "malformed_api_key");
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("copied whole"));
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("copied whole")
+    );
     let truncated = &h.kg_key[..h.kg_key.len() - 3];
-    assert_error(&h.get("/api/v1/candidates", &[("X-API-Key", truncated)]), 401, "malformed_api_key");
+    assert_error(
+        &h.get("/api/v1/candidates", &[("X-API-Key", truncated)]),
+        401,
+        "malformed_api_key",
+    );
     // A well-formed kg_ key that is not in the file.
     let unknown = keygate::keys::mint().unwrap();
     assert_error(
@@ -103,7 +138,10 @@ async fn authentication_refusals() {
         "invalid_api_key",
     );
     assert_error(
-        &h.get("/api/v1/candidates", &[("X-API-Key", "no-such-operator-secret-0123456789abcdef")]),
+        &h.get(
+            "/api/v1/candidates",
+            &[("X-API-Key", "no-such-operator-secret-0123456789abcdef")],
+        ),
         401,
         "invalid_api_key",
     );
@@ -111,7 +149,10 @@ async fn authentication_refusals() {
     assert_error(&r, 401, "expired_api_key");
     // Basic auth is not a key: still missing.
     assert_error(
-        &h.get("/api/v1/candidates", &[("Authorization", "Basic dXNlcjpwYXNz")]),
+        &h.get(
+            "/api/v1/candidates",
+            &[("Authorization", "Basic dXNlcjpwYXNz")],
+        ),
         401,
         "missing_api_key",
     );
@@ -142,16 +183,34 @@ async fn api_switch_off_refuses_everything_but_public_paths() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn permission_refusals() {
     let h = Harness::start().await;
-    let r = h.request("POST", "/api/v1/candidates", &[("X-API-Key", SECRET_READ)], "{}");
+    let r = h.request(
+        "POST",
+        "/api/v1/candidates",
+        &[("X-API-Key", SECRET_READ)],
+        "{}",
+    );
     assert_error(&r, 403, "insufficient_permission");
     let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
-    assert_eq!(msg, "key 'Zapier' has read access to 'candidates'; POST needs write");
+    assert_eq!(
+        msg,
+        "key 'Zapier' has read access to 'candidates'; POST needs write"
+    );
     let r = h.get("/api/v1/jobs", &[("X-API-Key", SECRET_READ)]);
     assert_error(&r, 403, "insufficient_permission");
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("no access"));
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no access")
+    );
     let r = h.get("/api/v1/other", &[("X-API-Key", SECRET_ALL)]);
     assert_error(&r, 403, "path_not_allowed");
-    let r = h.request("TRACE", "/api/v1/candidates", &[("X-API-Key", SECRET_READ)], "");
+    let r = h.request(
+        "TRACE",
+        "/api/v1/candidates",
+        &[("X-API-Key", SECRET_READ)],
+        "",
+    );
     assert_error(&r, 405, "method_not_allowed");
     assert_eq!(
         r.header("allow"),
@@ -161,7 +220,11 @@ async fn permission_refusals() {
     let w = ("X-API-Key", SECRET_WRITE);
     assert_eq!(h.get("/api/v1/jobs/7", &[w]).status, 200);
     assert_eq!(h.request("DELETE", "/api/v1/jobs/7", &[w], "").status, 200);
-    assert_error(&h.get("/api/v1/candidates", &[w]), 403, "insufficient_permission");
+    assert_error(
+        &h.get("/api/v1/candidates", &[w]),
+        403,
+        "insufficient_permission",
+    );
     assert_eq!(h.upstream.count(), 2);
 }
 
@@ -169,7 +232,10 @@ async fn permission_refusals() {
 async fn unmatched_allow_any_key_uses_star_level() {
     let h = Harness::start_with(&format!("{ROUTES}  unmatched: allow_any_key\n")).await;
     // Reporting has "*": read.
-    assert_eq!(h.get("/anything/else", &[("X-API-Key", SECRET_ALL)]).status, 200);
+    assert_eq!(
+        h.get("/anything/else", &[("X-API-Key", SECRET_ALL)]).status,
+        200
+    );
     let r = h.request("POST", "/anything/else", &[("X-API-Key", SECRET_ALL)], "x");
     assert_error(&r, 403, "insufficient_permission");
 }
@@ -185,7 +251,10 @@ async fn rate_limit_429_with_retry_after() {
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
     // Other keys are not affected.
-    assert_eq!(h.get("/api/v1/jobs", &[("X-API-Key", SECRET_ALL)]).status, 200);
+    assert_eq!(
+        h.get("/api/v1/jobs", &[("X-API-Key", SECRET_ALL)]).status,
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -236,7 +305,10 @@ async fn upstream_down_is_502() {
 async fn slow_upstream_is_504() {
     let h = Harness::start_with("timeouts:\n  upstream_response: 300ms\n").await;
     let started = std::time::Instant::now();
-    let r = h.get("/api/v1/candidates/slow/3000", &[("X-API-Key", SECRET_READ)]);
+    let r = h.get(
+        "/api/v1/candidates/slow/3000",
+        &[("X-API-Key", SECRET_READ)],
+    );
     assert_error(&r, 504, "upstream_timeout");
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
     // A fast one on the same gateway is fine.
@@ -247,10 +319,16 @@ async fn slow_upstream_is_504() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn request_ids() {
     let h = Harness::start().await;
-    let r = h.get("/api/v1/candidates", &[("X-API-Key", SECRET_READ), ("X-Request-Id", "trace-42.a_b")]);
+    let r = h.get(
+        "/api/v1/candidates",
+        &[("X-API-Key", SECRET_READ), ("X-Request-Id", "trace-42.a_b")],
+    );
     assert_eq!(r.header("x-request-id"), Some("trace-42.a_b"));
     assert_eq!(h.upstream.last().headers["x-request-id"], "trace-42.a_b");
-    let r = h.get("/api/v1/candidates", &[("X-API-Key", SECRET_READ), ("X-Request-Id", "bad id!")]);
+    let r = h.get(
+        "/api/v1/candidates",
+        &[("X-API-Key", SECRET_READ), ("X-Request-Id", "bad id!")],
+    );
     let id = r.header("x-request-id").unwrap();
     assert_eq!(id.len(), 26, "a new ULID");
     assert_eq!(h.upstream.last().headers["x-request-id"], id);
@@ -281,7 +359,7 @@ async fn http2_prior_knowledge() {
     let h = Harness::start().await;
     let mut c = h2_client(h.addr()).await;
     let req = http::Request::builder()
-        .uri(format!("http://app.example:8080/api/v1/candidates//7"))
+        .uri("http://app.example:8080/api/v1/candidates//7")
         .header("x-api-key", SECRET_READ)
         .body(http_body_util::Full::new(bytes::Bytes::new()))
         .unwrap();
@@ -290,7 +368,10 @@ async fn http2_prior_knowledge() {
     assert!(res.headers().contains_key("x-request-id"));
     let seen = h.upstream.last();
     assert_eq!(seen.target, "/api/v1/candidates/7");
-    assert_eq!(seen.headers["host"], "app.example:8080", ":authority becomes Host");
+    assert_eq!(
+        seen.headers["host"], "app.example:8080",
+        ":authority becomes Host"
+    );
     let req = http::Request::builder()
         .uri("http://app.example/api/v1/jobs")
         .header("x-api-key", SECRET_READ)

@@ -1,6 +1,8 @@
 //! Bodies stream both ways: a 100 MB upload and a 100 MB download through the real
 //! gateway binary keep its peak RSS (VmHWM) under 60 MiB.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::{Read, Write};
@@ -19,7 +21,10 @@ async fn hundred_megabytes_each_way_in_bounded_memory() {
     dir.write("keys.yaml", &keys_yaml(&kg));
     let cfg = dir.write(
         "config.yaml",
-        &config_yaml(upstream.addr, &format!("{ROUTES}limits:\n  max_body_bytes: 0\n")),
+        &config_yaml(
+            upstream.addr,
+            &format!("{ROUTES}limits:\n  max_body_bytes: 0\n"),
+        ),
     );
     let gw = Spawned::start(&cfg);
     let addr = gw.public;

@@ -1,7 +1,7 @@
 //! Test fixtures: a real upstream, the real gateway (in-process or as the spawned
 //! binary), temporary config/keys files, and raw HTTP/1 clients.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::convert::Infallible;
 use std::io::{Read, Write};
@@ -87,10 +87,13 @@ impl Upstream {
         let s2 = seen.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let seen = s2.clone();
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| upstream_handle(seen.clone(), req));
+                    let svc =
+                        hyper::service::service_fn(move |req| upstream_handle(seen.clone(), req));
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
                         .with_upgrades()
@@ -102,7 +105,12 @@ impl Upstream {
     }
 
     pub fn last(&self) -> Seen {
-        self.seen.lock().unwrap().last().cloned().expect("upstream saw a request")
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("upstream saw a request")
     }
 
     pub fn count(&self) -> usize {
@@ -110,7 +118,12 @@ impl Upstream {
     }
 
     pub fn targets(&self) -> Vec<String> {
-        self.seen.lock().unwrap().iter().map(|s| s.target.clone()).collect()
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.target.clone())
+            .collect()
     }
 }
 
@@ -167,9 +180,12 @@ async fn upstream_handle(
     }
     let body = serde_json::json!({"path": path, "target": target, "bytes": n}).to_string();
     let mut r = Response::new(full(body));
-    r.headers_mut().insert("content-type", "application/json".parse().unwrap());
-    r.headers_mut().insert("connection", "x-upstream-private".parse().unwrap());
-    r.headers_mut().insert("x-upstream-private", "1".parse().unwrap());
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    r.headers_mut()
+        .insert("connection", "x-upstream-private".parse().unwrap());
+    r.headers_mut()
+        .insert("x-upstream-private", "1".parse().unwrap());
     Ok(r)
 }
 
@@ -195,7 +211,9 @@ impl hyper::body::Body for ChunkStream {
         let n = self.left.min(64 * 1024);
         self.left -= n;
         static CHUNK: [u8; 65536] = [b'x'; 65536];
-        std::task::Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&CHUNK[..n as usize])))))
+        std::task::Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+            &CHUNK[..n as usize],
+        )))))
     }
 }
 
@@ -355,8 +373,15 @@ impl Harness {
         self.request("GET", target, headers, "")
     }
 
-    pub fn request(&self, method: &str, target: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-        let mut req = format!("{method} {target} HTTP/1.1\r\nHost: app.example\r\nConnection: close\r\n");
+    pub fn request(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Reply {
+        let mut req =
+            format!("{method} {target} HTTP/1.1\r\nHost: app.example\r\nConnection: close\r\n");
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -431,9 +456,10 @@ pub async fn h2_client(
     addr: SocketAddr,
 ) -> hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>> {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     send
 }
