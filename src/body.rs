@@ -17,6 +17,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::Notify;
 
+use crate::conn::ConnState;
 use crate::record::Finish;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -139,11 +140,29 @@ enum Inner {
     Stream(Incoming),
 }
 
+/// Counts a request as in flight on its connection until dropped (it travels with
+/// the response body), so the idle timer never closes a busy connection.
+#[derive(Debug)]
+pub struct InflightGuard(Arc<ConnState>);
+
+impl InflightGuard {
+    pub(crate) fn new(state: Arc<ConnState>) -> Self {
+        Self(state)
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.request_ended();
+    }
+}
+
 /// Every response body: made by keygate, or the upstream's.
 pub struct ResBody {
     inner: Inner,
     sent: u64,
     finish: Option<Box<Finish>>,
+    inflight: Option<InflightGuard>,
     /// No body is expected (HEAD, 204, 304): complete as soon as the head is sent.
     bodiless: bool,
 }
@@ -160,6 +179,7 @@ impl ResBody {
             inner: Inner::Full(Some(data)),
             sent: 0,
             finish: None,
+            inflight: None,
             bodiless: false,
         }
     }
@@ -169,6 +189,7 @@ impl ResBody {
             inner: Inner::Full(None),
             sent: 0,
             finish: None,
+            inflight: None,
             bodiless: false,
         }
     }
@@ -178,6 +199,7 @@ impl ResBody {
             inner: Inner::Stream(body),
             sent: 0,
             finish: None,
+            inflight: None,
             bodiless: false,
         }
     }
@@ -189,6 +211,11 @@ impl ResBody {
         if bodiless || self.is_end_stream() {
             self.complete();
         }
+    }
+
+    /// Keeps the connection's in-flight count up while this body is alive.
+    pub fn hold(&mut self, guard: InflightGuard) {
+        self.inflight = Some(guard);
     }
 
     fn complete(&mut self) {

@@ -16,6 +16,7 @@ use crate::ops::{self, Metrics};
 use crate::record::Observer;
 use crate::server;
 use crate::snapshot::{Shared, Snapshot};
+use crate::tls::ListenerTls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -27,6 +28,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("tls: {0}")]
+    Tls(String),
     #[error("metrics setup failed: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -77,7 +80,15 @@ impl Gateway {
         let metrics = Arc::new(Metrics::new()?);
         let (stop_accepting, rx) = watch::channel(false);
         let (stop_ops, ops_rx) = watch::channel(false);
-        let public_task = tokio::spawn(server::serve(public, shared.clone(), rx));
+        let tls = match &cfg.tls {
+            Some(paths) => {
+                let t = ListenerTls::new(paths).map_err(StartError::Tls)?;
+                tokio::spawn(t.clone().watch(Duration::from_secs(1)));
+                Some(t)
+            }
+            None => None,
+        };
+        let public_task = tokio::spawn(server::serve(public, tls, shared.clone(), rx));
         let ops_task = tokio::spawn(ops::serve(ops_listener, shared.clone(), metrics, ops_rx));
         tracing::info!(%public_addr, %metrics_addr, upstream = %cfg.upstream.authority, keys = shared.snapshot().keys.len(), "keygate is serving");
         Ok(Self {

@@ -9,6 +9,7 @@ use http::header::{self, HeaderName};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version};
 use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -20,20 +21,32 @@ use crate::keys::store::KeyRecord;
 use crate::reject::Reject;
 use crate::requestid;
 
-pub type UpstreamClient = Client<HttpConnector, ReqBody>;
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, ReqBody>;
 
-/// Builds the pooled client for a config.
-pub fn client(config: &Config) -> UpstreamClient {
+/// Builds the pooled client for a config (https with the system roots or
+/// `upstream_ca_file` when the upstream is https).
+pub fn client(config: &Config) -> Result<UpstreamClient, String> {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(config.timeouts.upstream_connect));
     http.set_nodelay(true);
-    http.enforce_http(true);
-    Client::builder(TokioExecutor::new())
+    http.enforce_http(false);
+    let tls = if config.upstream.scheme == http::uri::Scheme::HTTPS {
+        crate::tls::upstream_client_config(config.upstream_ca_file.as_ref())?
+    } else {
+        // Never used for an http upstream; no need to read the system roots.
+        crate::tls::upstream_client_config_empty()?
+    };
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024)
         .set_host(false)
-        .build(http)
+        .build(connector))
 }
 
 /// Headers that never cross the gateway (besides those named in `Connection`).

@@ -76,10 +76,14 @@ impl Snapshot {
             _ => Arc::new(IpLimiter::new(&rl.per_ip, rl.max_tracked_ips)),
         };
         let client = match previous {
-            Some(p) if p.config.timeouts.upstream_connect == config.timeouts.upstream_connect => {
+            Some(p)
+                if p.config.timeouts.upstream_connect == config.timeouts.upstream_connect
+                    && p.config.upstream.scheme == config.upstream.scheme
+                    && p.config.upstream_ca_file == config.upstream_ca_file =>
+            {
                 p.client.clone()
             }
-            _ => client(&config),
+            _ => client(&config).map_err(|e| LoadError::new(&config.path, e))?,
         };
         Ok(Self {
             config,

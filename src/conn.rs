@@ -1,0 +1,288 @@
+//! Serving one accepted connection: HTTP/1.1 or HTTP/2 with hyper's connection
+//! builders directly, under keygate's own deadlines.
+//!
+//! * Before the first request: `timeouts.client_header_read` (slowloris, and an
+//!   HTTP/2 preface followed by nothing).
+//! * Between requests: `timeouts.idle`, measured from the last byte moved while no
+//!   request is in flight; then a graceful close.
+//! * During a request head (HTTP/1): hyper's `header_read_timeout`.
+//! * Shutdown: a graceful close when the server stops accepting.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
+
+use crate::body::InflightGuard;
+use crate::pipeline::{self, ConnInfo};
+use crate::snapshot::Shared;
+
+/// Reads replay `prefix` first, then the stream.
+#[derive(Debug)]
+pub struct Rewind<T> {
+    prefix: Bytes,
+    inner: T,
+}
+
+impl<T> Rewind<T> {
+    pub fn new(prefix: Bytes, inner: T) -> Self {
+        Self { prefix, inner }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let chunk = self.prefix.split_to(n);
+            buf.put_slice(&chunk);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Activity of one connection: the last time bytes moved, requests in flight, and
+/// whether any request has started.
+#[derive(Debug)]
+pub struct ConnState {
+    start: Instant,
+    last_ms: AtomicU64,
+    inflight: AtomicUsize,
+    requests: AtomicU64,
+}
+
+impl ConnState {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            inflight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+        })
+    }
+
+    fn touch(&self) {
+        self.last_ms
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn last_activity(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn request_started(self: &Arc<Self>) -> InflightGuard {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        self.touch();
+        InflightGuard::new(self.clone())
+    }
+
+    pub(crate) fn request_ended(&self) {
+        self.inflight.fetch_sub(1, Ordering::AcqRel);
+        self.touch();
+    }
+}
+
+/// Marks activity on every read and write.
+#[derive(Debug)]
+pub struct Activity<T> {
+    inner: T,
+    state: Arc<ConnState>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Activity<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.state.touch();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Activity<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.state.touch();
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.state.touch();
+        }
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Http1,
+    Http2,
+}
+
+/// When the connection should be closed for inactivity, if nothing happens first.
+fn deadline(state: &ConnState, header_read: Duration, idle: Duration) -> Option<Instant> {
+    if state.inflight.load(Ordering::Acquire) > 0 {
+        return None;
+    }
+    if state.requests.load(Ordering::Relaxed) == 0 {
+        Some(state.start + header_read)
+    } else {
+        Some(state.last_activity() + idle)
+    }
+}
+
+/// Serves HTTP on an established (and, for TLS, handshaken) connection.
+pub async fn serve<T>(
+    io: T,
+    proto: Proto,
+    info: ConnInfo,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let cfg = shared.snapshot().config.clone();
+    let header_read = cfg.timeouts.client_header_read;
+    let idle = cfg.timeouts.idle;
+    let state = ConnState::new();
+    let io = TokioIo::new(Activity {
+        inner: io,
+        state: state.clone(),
+    });
+    let svc_state = state.clone();
+    let svc = service_fn(move |req| {
+        let guard = svc_state.request_started();
+        let fut = pipeline::handle(shared.clone(), info, req);
+        async move {
+            let mut res = fut.await?;
+            res.body_mut().hold(guard);
+            Ok::<_, std::convert::Infallible>(res)
+        }
+    });
+
+    macro_rules! drive {
+        ($conn:expr) => {{
+            let conn = $conn;
+            tokio::pin!(conn);
+            let mut closing = false;
+            loop {
+                let wake = if closing {
+                    None
+                } else {
+                    deadline(&state, header_read, idle)
+                };
+                let sleep = async {
+                    match wake {
+                        Some(t) => tokio::time::sleep_until(t.into()).await,
+                        // Re-check while requests are in flight.
+                        None => tokio::time::sleep(idle.min(Duration::from_secs(1))).await,
+                    }
+                };
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(error = %e, peer = %info.peer, "connection error");
+                        }
+                        break;
+                    }
+                    _ = shutdown.changed(), if !closing => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    () = sleep, if !closing => {
+                        if deadline(&state, header_read, idle).is_some_and(|d| d <= Instant::now()) {
+                            closing = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                    }
+                }
+            }
+        }};
+    }
+
+    match proto {
+        Proto::Http1 => drive!(
+            http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read)
+                .max_buf_size((cfg.limits.max_header_bytes + 1024).max(8192))
+                .serve_connection(io, svc)
+                .with_upgrades()
+        ),
+        Proto::Http2 => drive!(
+            http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(256)
+                .max_header_list_size(cfg.limits.max_header_bytes as u32)
+                .keep_alive_interval(Some(Duration::from_secs(30)))
+                .keep_alive_timeout(Duration::from_secs(20))
+                .serve_connection(io, svc)
+        ),
+    }
+}
