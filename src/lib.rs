@@ -37,3 +37,4 @@ pub mod run;
 pub mod server;
 pub mod snapshot;
 pub mod tls;
+pub mod tunnel;

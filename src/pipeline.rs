@@ -27,6 +27,7 @@ use crate::record::{Decision, Finish};
 use crate::reject::Reject;
 use crate::requestid;
 use crate::snapshot::{Shared, Snapshot};
+use crate::tunnel;
 
 /// What the server knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -65,6 +66,7 @@ pub async fn handle(
             fin.record.status = parts.status.as_u16();
             fin.record.decision = decision;
             let bodiless = is_head
+                || parts.status == StatusCode::SWITCHING_PROTOCOLS
                 || parts.status == StatusCode::NO_CONTENT
                 || parts.status == StatusCode::NOT_MODIFIED;
             let mut body = ResBody::stream(body);
@@ -92,7 +94,7 @@ fn has_body(req: &Request<Incoming>) -> bool {
 
 /// Steps 1–8. On success, the upstream's response and the decision to record.
 async fn run(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     snap: &Snapshot,
     conn: ConnInfo,
     client: &ClientAddr,
@@ -152,8 +154,9 @@ async fn run(
             tls: conn.tls,
             request_id,
             bearer_key,
+            websocket: false,
         };
-        return forward(snap, fwd, req, fin)
+        return forward(shared, snap, fwd, req, fin)
             .await
             .map(|r| (r, Decision::Public));
     }
@@ -171,8 +174,9 @@ async fn run(
             tls: conn.tls,
             request_id,
             bearer_key,
+            websocket: false,
         };
-        return forward(snap, fwd, req, fin)
+        return forward(shared, snap, fwd, req, fin)
             .await
             .map(|r| (r, Decision::Public));
     }
@@ -229,7 +233,7 @@ async fn run(
         });
     }
 
-    // 8. Forward.
+    // 8. Forward (a WebSocket handshake too: authorised above as the GET it is).
     let fwd = Forward {
         path: &path,
         key: Some(&key),
@@ -238,8 +242,9 @@ async fn run(
         tls: conn.tls,
         request_id,
         bearer_key,
+        websocket: conn.http1 && proxy::is_websocket_upgrade(&req),
     };
-    forward(snap, fwd, req, fin)
+    forward(shared, snap, fwd, req, fin)
         .await
         .map(|r| (r, Decision::Allowed))
 }
@@ -253,9 +258,10 @@ fn is_preflight(req: &Request<Incoming>) -> bool {
 }
 
 async fn forward(
+    shared: &Arc<Shared>,
     snap: &Snapshot,
     fwd: Forward<'_>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     fin: &mut Finish,
 ) -> Result<Response<Incoming>, Reject> {
     let cfg = &*snap.config;
@@ -270,9 +276,23 @@ async fn forward(
     {
         return Err(Reject::BodyTooLarge { limit });
     }
+    let client_upgrade = fwd.websocket.then(|| hyper::upgrade::on(&mut req));
+    let tunnel_key = fwd.key.map(|k| k.id.clone());
     let counters = Arc::new(ReqCounters::default());
     fin.counters = Some(counters.clone());
     let upstream_req = proxy::rewrite_request(cfg, &fwd, req, counters.clone())?;
     fin.upstream_started = Some(Instant::now());
-    proxy::send(&snap.client, cfg, upstream_req, &counters).await
+    let mut res = proxy::send(&snap.client, cfg, upstream_req, &counters).await?;
+    // The tunnel opens only once the upstream has agreed to switch protocols.
+    if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+        match (client_upgrade, tunnel_key) {
+            (Some(client), Some(key)) => {
+                let upstream = hyper::upgrade::on(&mut res);
+                tunnel::spawn(shared.clone(), key, client, upstream);
+            }
+            // A 101 keygate did not ask for cannot be honoured.
+            _ => return Err(Reject::UpstreamUnavailable),
+        }
+    }
+    Ok(res)
 }

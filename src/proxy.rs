@@ -74,8 +74,10 @@ const SPOOFABLE: [&str; 8] = [
     "x-rewrite-url",
 ];
 
-/// Removes hop-by-hop headers and those named in `Connection`.
-fn strip_hop_by_hop(h: &mut HeaderMap) {
+/// Removes hop-by-hop headers and those named in `Connection`; `keep_upgrade` leaves
+/// `Connection: upgrade` and `Upgrade` in place (a WebSocket handshake, a `101`).
+fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    let upgrade = keep_upgrade.then(|| h.get(header::UPGRADE).cloned()).flatten();
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -89,6 +91,23 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     for n in &HOP_BY_HOP {
         h.remove(n);
     }
+    if let Some(u) = upgrade {
+        h.insert(header::UPGRADE, u);
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// A WebSocket handshake: `GET` with `Connection: upgrade` and `Upgrade: websocket`.
+pub fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
+    let h = req.headers();
+    req.method() == http::Method::GET
+        && h.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+        })
+        && h.get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
 }
 
 /// Who is asking, for `X-Forwarded-For` and the per-IP limit.
@@ -151,6 +170,8 @@ pub struct Forward<'a> {
     pub request_id: &'a HeaderValue,
     /// The Authorization header carried the key (so it is removed).
     pub bearer_key: bool,
+    /// A WebSocket handshake: `Upgrade` and `Connection: upgrade` are kept.
+    pub websocket: bool,
 }
 
 /// Rewrites the request for the upstream (SPEC §5 header rules).
@@ -187,7 +208,7 @@ pub fn rewrite_request(
     parts.version = Version::HTTP_11;
 
     let h = &mut parts.headers;
-    strip_hop_by_hop(h);
+    strip_hop_by_hop(h, fwd.websocket);
     let odd: Vec<HeaderName> = h
         .keys()
         .filter(|n| {
@@ -259,7 +280,8 @@ pub async fn send(
     };
     match result {
         Ok(mut res) => {
-            strip_hop_by_hop(res.headers_mut());
+            let switching = res.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+            strip_hop_by_hop(res.headers_mut(), switching);
             Ok(res)
         }
         Err(e) => {
@@ -313,7 +335,7 @@ mod tests {
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("1"));
         h.insert("x-other", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut h);
+        strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-other"));
     }

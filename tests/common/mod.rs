@@ -131,8 +131,36 @@ type UpBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 async fn upstream_handle(
     seen: Arc<Mutex<Vec<Seen>>>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<UpBody>, Infallible> {
+    let wants_ws = req
+        .headers()
+        .get("upgrade")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if wants_ws && !req.uri().path().contains("refuse-upgrade") {
+        seen.lock().unwrap().push(Seen {
+            method: req.method().to_string(),
+            target: req.uri().path().to_string(),
+            headers: req.headers().clone(),
+            body_bytes: 0,
+        });
+        // Echo every byte back once the protocol is switched.
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(up) = on.await {
+                let mut io = TokioIo::new(up);
+                let (mut r, mut w) = tokio::io::split(&mut io);
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            }
+        });
+        let mut r = Response::new(full(String::new()));
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        r.headers_mut().insert("upgrade", "websocket".parse().unwrap());
+        r.headers_mut().insert("connection", "Upgrade".parse().unwrap());
+        r.headers_mut()
+            .insert("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".parse().unwrap());
+        return Ok(r);
+    }
     let method = req.method().to_string();
     let target = req
         .uri()
