@@ -1,11 +1,13 @@
 //! Serving one accepted connection: HTTP/1.1 or HTTP/2 with hyper's connection
 //! builders directly, under keygate's own deadlines.
 //!
-//! * Before the first request: `timeouts.client_header_read` (slowloris, and an
-//!   HTTP/2 preface followed by nothing).
-//! * Between requests: `timeouts.idle`, measured from the last byte moved while no
-//!   request is in flight; then a graceful close.
-//! * During a request head (HTTP/1): hyper's `header_read_timeout`.
+//! * Before the first request, and from the first byte of each later HTTP/1 request
+//!   head: `timeouts.client_header_read` (slowloris; an HTTP/2 preface followed by
+//!   nothing). hyper's own header timer is off: it would also cut idle keep-alive.
+//! * Between requests: `timeouts.idle`, measured from the end of the last request.
+//! * At either deadline nothing is in flight: HTTP/1 connections, and any that never
+//!   carried a request, are closed at once; HTTP/2 ones get a GOAWAY and are dropped
+//!   1 s later if the peer lingers.
 //! * Shutdown: a graceful close when the server stops accepting.
 
 use std::io;
@@ -81,38 +83,62 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
     }
 }
 
-/// Activity of one connection: the last time bytes moved, requests in flight, and
-/// whether any request has started.
+/// Activity of one connection: requests in flight, when the last one ended, and
+/// when the bytes of a next HTTP/1 request head began to arrive.
 #[derive(Debug)]
 pub struct ConnState {
     start: Instant,
+    /// Milliseconds after `start` of the last request start or end.
     last_ms: AtomicU64,
+    /// Milliseconds after `start` (+1; 0 = none) of the first byte read while no
+    /// request was in flight: a request head is arriving.
+    head_ms: AtomicU64,
     inflight: AtomicUsize,
     requests: AtomicU64,
 }
 
 impl ConnState {
-    fn new() -> Arc<Self> {
+    fn new(start: Instant) -> Arc<Self> {
         Arc::new(Self {
-            start: Instant::now(),
+            start,
             last_ms: AtomicU64::new(0),
+            head_ms: AtomicU64::new(0),
             inflight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
         })
     }
 
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
     fn touch(&self) {
-        self.last_ms
-            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
     fn last_activity(&self) -> Instant {
         self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
 
+    /// Bytes arrived: if no request is in flight, a request head has begun.
+    fn bytes_read(&self) {
+        if self.inflight.load(Ordering::Acquire) == 0 && self.head_ms.load(Ordering::Relaxed) == 0
+        {
+            self.head_ms.store(self.now_ms() + 1, Ordering::Relaxed);
+        }
+    }
+
+    fn head_started(&self) -> Option<Instant> {
+        match self.head_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(self.start + Duration::from_millis(ms - 1)),
+        }
+    }
+
     pub(crate) fn request_started(self: &Arc<Self>) -> InflightGuard {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.inflight.fetch_add(1, Ordering::AcqRel);
+        self.head_ms.store(0, Ordering::Relaxed);
         self.touch();
         InflightGuard::new(self.clone())
     }
@@ -123,11 +149,11 @@ impl ConnState {
     }
 }
 
-/// Marks activity on every read and write.
+/// Notes when bytes of a new HTTP/1 request head arrive.
 #[derive(Debug)]
 pub struct Activity<T> {
     inner: T,
-    state: Arc<ConnState>,
+    state: Option<Arc<ConnState>>,
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Activity<T> {
@@ -138,8 +164,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for Activity<T> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.state.touch();
+        if buf.filled().len() > before
+            && let Some(s) = &self.state
+        {
+            s.bytes_read();
         }
         r
     }
@@ -151,11 +179,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Activity<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.state.touch();
-        }
-        r
+        Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
@@ -168,11 +192,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Activity<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.state.touch();
-        }
-        r
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
@@ -190,6 +210,9 @@ fn deadline(state: &ConnState, header_read: Duration, idle: Duration) -> Option<
     if state.inflight.load(Ordering::Acquire) > 0 {
         return None;
     }
+    if let Some(t) = state.head_started() {
+        return Some(t + header_read);
+    }
     if state.requests.load(Ordering::Relaxed) == 0 {
         Some(state.start + header_read)
     } else {
@@ -197,9 +220,14 @@ fn deadline(state: &ConnState, header_read: Duration, idle: Duration) -> Option<
     }
 }
 
-/// Serves HTTP on an established (and, for TLS, handshaken) connection.
+/// How long a peer gets to finish a graceful close we started for inactivity.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Serves HTTP on an established (and, for TLS, handshaken) connection accepted at
+/// `accepted`.
 pub async fn serve<T>(
     io: T,
+    accepted: Instant,
     proto: Proto,
     info: ConnInfo,
     shared: Arc<Shared>,
@@ -210,10 +238,12 @@ pub async fn serve<T>(
     let cfg = shared.snapshot().config.clone();
     let header_read = cfg.timeouts.client_header_read;
     let idle = cfg.timeouts.idle;
-    let state = ConnState::new();
+    let state = ConnState::new(accepted);
     let io = TokioIo::new(Activity {
         inner: io,
-        state: state.clone(),
+        // HTTP/2 frames (pings, window updates) arrive between requests: only
+        // HTTP/1 uses bytes to spot a request head.
+        state: (proto == Proto::Http1).then(|| state.clone()),
     });
     let svc_state = state.clone();
     let svc = service_fn(move |req| {
@@ -231,17 +261,19 @@ pub async fn serve<T>(
             let conn = $conn;
             tokio::pin!(conn);
             let mut closing = false;
+            // Set when we closed for inactivity: past it, the connection is dropped.
+            let mut hard_stop: Option<Instant> = None;
             loop {
-                let wake = if closing {
-                    None
-                } else {
-                    deadline(&state, header_read, idle)
+                let wake = match hard_stop {
+                    Some(t) => Some(t),
+                    None if closing => None,
+                    None => deadline(&state, header_read, idle),
                 };
                 let sleep = async {
                     match wake {
                         Some(t) => tokio::time::sleep_until(t.into()).await,
                         // Re-check while requests are in flight.
-                        None => tokio::time::sleep(idle.min(Duration::from_secs(1))).await,
+                        None => tokio::time::sleep(Duration::from_millis(500)).await,
                     }
                 };
                 tokio::select! {
@@ -255,9 +287,23 @@ pub async fn serve<T>(
                         closing = true;
                         conn.as_mut().graceful_shutdown();
                     }
-                    () = sleep, if !closing => {
-                        if deadline(&state, header_read, idle).is_some_and(|d| d <= Instant::now()) {
+                    () = sleep => {
+                        let now = Instant::now();
+                        if hard_stop.is_some_and(|t| t <= now) {
+                            break;
+                        }
+                        if !closing
+                            && deadline(&state, header_read, idle).is_some_and(|d| d <= now)
+                        {
+                            // Nothing is in flight. HTTP/1, or a client that never
+                            // sent a request: just close. HTTP/2: say GOAWAY first.
+                            if proto == Proto::Http1
+                                || state.requests.load(Ordering::Relaxed) == 0
+                            {
+                                break;
+                            }
                             closing = true;
+                            hard_stop = Some(now + CLOSE_GRACE);
                             conn.as_mut().graceful_shutdown();
                         }
                     }
@@ -270,7 +316,7 @@ pub async fn serve<T>(
         Proto::Http1 => drive!(
             http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(header_read)
+                .header_read_timeout(None)
                 .max_buf_size((cfg.limits.max_header_bytes + 1024).max(8192))
                 .serve_connection(io, svc)
                 .with_upgrades()

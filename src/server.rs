@@ -87,6 +87,7 @@ async fn accept_conn(
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
 ) {
+    let accepted = std::time::Instant::now();
     let _ = stream.set_nodelay(true);
     let header_read = shared.snapshot().config.timeouts.client_header_read;
     match acceptor {
@@ -108,7 +109,7 @@ async fn accept_conn(
                 tls: true,
                 http1: proto == Proto::Http1,
             };
-            conn::serve(tls, proto, info, shared, shutdown).await;
+            conn::serve(tls, accepted, proto, info, shared, shutdown).await;
         }
         None => {
             let (proto, prefix) = match tokio::time::timeout(header_read, sniff(&mut stream)).await
@@ -121,7 +122,15 @@ async fn accept_conn(
                 tls: false,
                 http1: proto == Proto::Http1,
             };
-            conn::serve(Rewind::new(prefix, stream), proto, info, shared, shutdown).await;
+            conn::serve(
+                Rewind::new(prefix, stream),
+                accepted,
+                proto,
+                info,
+                shared,
+                shutdown,
+            )
+            .await;
         }
     }
 }
