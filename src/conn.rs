@@ -122,8 +122,7 @@ impl ConnState {
 
     /// Bytes arrived: if no request is in flight, a request head has begun.
     fn bytes_read(&self) {
-        if self.inflight.load(Ordering::Acquire) == 0 && self.head_ms.load(Ordering::Relaxed) == 0
-        {
+        if self.inflight.load(Ordering::Acquire) == 0 && self.head_ms.load(Ordering::Relaxed) == 0 {
             self.head_ms.store(self.now_ms() + 1, Ordering::Relaxed);
         }
     }

@@ -77,7 +77,9 @@ const SPOOFABLE: [&str; 8] = [
 /// Removes hop-by-hop headers and those named in `Connection`; `keep_upgrade` leaves
 /// `Connection: upgrade` and `Upgrade` in place (a WebSocket handshake, a `101`).
 fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    let upgrade = keep_upgrade.then(|| h.get(header::UPGRADE).cloned()).flatten();
+    let upgrade = keep_upgrade
+        .then(|| h.get(header::UPGRADE).cloned())
+        .flatten();
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -102,8 +104,10 @@ pub fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
     let h = req.headers();
     req.method() == http::Method::GET
         && h.get_all(header::CONNECTION).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
         })
         && h.get(header::UPGRADE)
             .and_then(|v| v.to_str().ok())

@@ -27,12 +27,20 @@ pub fn load_pair(paths: &TlsPaths) -> Result<CertifiedKey, String> {
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{}: {e}", paths.cert_file.display()))?;
     if chain.is_empty() {
-        return Err(format!("{}: no certificate found", paths.cert_file.display()));
+        return Err(format!(
+            "{}: no certificate found",
+            paths.cert_file.display()
+        ));
     }
     let key = PrivateKeyDer::from_pem_file(&paths.key_file)
         .map_err(|e| format!("{}: {e}", paths.key_file.display()))?;
-    CertifiedKey::from_der(chain, key, &provider())
-        .map_err(|e| format!("{} and {}: {e}", paths.cert_file.display(), paths.key_file.display()))
+    CertifiedKey::from_der(chain, key, &provider()).map_err(|e| {
+        format!(
+            "{} and {}: {e}",
+            paths.cert_file.display(),
+            paths.key_file.display()
+        )
+    })
 }
 
 /// The certificate in use, swapped when the files change.
@@ -116,13 +124,17 @@ pub fn upstream_client_config(ca_file: Option<&PathBuf>) -> Result<ClientConfig,
             for cert in CertificateDer::pem_file_iter(path)
                 .map_err(|e| format!("upstream_ca_file: {}: {e}", path.display()))?
             {
-                let cert = cert.map_err(|e| format!("upstream_ca_file: {}: {e}", path.display()))?;
+                let cert =
+                    cert.map_err(|e| format!("upstream_ca_file: {}: {e}", path.display()))?;
                 roots
                     .add(cert)
                     .map_err(|e| format!("upstream_ca_file: {}: {e}", path.display()))?;
             }
             if roots.is_empty() {
-                return Err(format!("upstream_ca_file: {}: no certificate found", path.display()));
+                return Err(format!(
+                    "upstream_ca_file: {}: no certificate found",
+                    path.display()
+                ));
             }
         }
         None => {
@@ -132,7 +144,9 @@ pub fn upstream_client_config(ca_file: Option<&PathBuf>) -> Result<ClientConfig,
             }
             let (added, _) = roots.add_parsable_certificates(native.certs);
             if added == 0 {
-                tracing::warn!("no system root certificates found; https upstreams will fail verification (set upstream_ca_file)");
+                tracing::warn!(
+                    "no system root certificates found; https upstreams will fail verification (set upstream_ca_file)"
+                );
             }
         }
     }

@@ -41,14 +41,21 @@ async fn silent_and_slow_clients_are_disconnected() {
     let addr = h.addr();
     let cases: [(&str, &[u8]); 4] = [
         ("nothing", b""),
-        ("half a head", b"GET /api/v1/jobs HTTP/1.1\r\nHost: a\r\nX-Slow: "),
+        (
+            "half a head",
+            b"GET /api/v1/jobs HTTP/1.1\r\nHost: a\r\nX-Slow: ",
+        ),
         ("part of the h2 preface", b"PRI * HTTP/2.0\r\n"),
-        ("the whole h2 preface, then nothing", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+        (
+            "the whole h2 preface, then nothing",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        ),
     ];
     for (what, bytes) in cases {
-        let took = tokio::task::spawn_blocking(move || time_to_close(addr, bytes, Duration::from_secs(3)))
-            .await
-            .unwrap();
+        let took =
+            tokio::task::spawn_blocking(move || time_to_close(addr, bytes, Duration::from_secs(3)))
+                .await
+                .unwrap();
         let took = took.unwrap_or_else(|| panic!("{what}: not disconnected within 3 s"));
         assert!(
             took >= Duration::from_millis(400) && took < Duration::from_millis(1500),
@@ -64,7 +71,8 @@ async fn idle_http1_connection_closes_after_idle_and_not_before() {
     let result = tokio::task::spawn_blocking(move || {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let req = format!("GET /api/v1/jobs HTTP/1.1\r\nHost: a\r\nX-API-Key: {SECRET_ALL}\r\n\r\n");
+        let req =
+            format!("GET /api/v1/jobs HTTP/1.1\r\nHost: a\r\nX-API-Key: {SECRET_ALL}\r\n\r\n");
         let mut buf = vec![0u8; 65536];
         let mut statuses = Vec::new();
         // Three requests 600 ms apart: each gap is under `idle` (1 s), so the
@@ -86,7 +94,10 @@ async fn idle_http1_connection_closes_after_idle_and_not_before() {
     assert!(statuses.iter().all(|s| s.contains("200")), "{statuses:?}");
     assert_eq!(n, 0, "closed");
     // 600 ms of idleness already passed; the close comes about 400 ms later.
-    assert!(waited < Duration::from_millis(1200), "closed after {waited:?} more");
+    assert!(
+        waited < Duration::from_millis(1200),
+        "closed after {waited:?} more"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -112,19 +123,33 @@ async fn idle_http2_connection_closes_after_idle() {
     let r = tokio::time::timeout(Duration::from_secs(3), conn).await;
     assert!(r.is_ok(), "the server closed the idle HTTP/2 connection");
     let took = t.elapsed();
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(2500), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
 }
 
 /// Raises this process's open-file limit to its hard limit (many sockets below).
 fn raise_nofile() {
     let _ = std::process::Command::new("prlimit")
-        .args(["--pid", &std::process::id().to_string(), "--nofile=unlimited:"])
+        .args([
+            "--pid",
+            &std::process::id().to_string(),
+            "--nofile=unlimited:",
+        ])
         .status();
     let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
-    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
     let hard: String = line.split_whitespace().nth(4).unwrap().to_string();
     let _ = std::process::Command::new("prlimit")
-        .args(["--pid", &std::process::id().to_string(), &format!("--nofile={hard}:{hard}")])
+        .args([
+            "--pid",
+            &std::process::id().to_string(),
+            &format!("--nofile={hard}:{hard}"),
+        ])
         .status();
 }
 
@@ -138,7 +163,9 @@ async fn a_thousand_stalled_connections_do_not_stop_normal_clients() {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         if i % 2 == 0 {
             use tokio::io::AsyncWriteExt;
-            s.write_all(b"GET /api/v1/jobs HTTP/1.1\r\nHost: a\r\n").await.unwrap();
+            s.write_all(b"GET /api/v1/jobs HTTP/1.1\r\nHost: a\r\n")
+                .await
+                .unwrap();
         }
         stalled.push(s);
     }

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn handshake(target: &str, key: Option<&str>) -> String {
-    let key = key.map(|k| format!("X-API-Key: {k}\r\n")).unwrap_or_default();
+    let key = key
+        .map(|k| format!("X-API-Key: {k}\r\n"))
+        .unwrap_or_default();
     format!(
         "GET {target} HTTP/1.1\r\nHost: app.example\r\n{key}Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
     )
@@ -51,7 +53,10 @@ async fn echo_through_the_gateway_with_a_read_key() {
     .await
     .unwrap();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("upgrade: websocket"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
     assert!(echoed, "bytes come back through the tunnel");
     let seen = h.upstream.last();
     assert!(!seen.headers.contains_key("x-api-key"));
@@ -63,9 +68,15 @@ async fn echo_through_the_gateway_with_a_read_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn refused_without_a_key_or_permission() {
     let h = Harness::start().await;
-    let r = h.raw(&handshake("/api/v1/candidates/live", None).replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n"));
+    let r = h.raw(
+        &handshake("/api/v1/candidates/live", None)
+            .replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n"),
+    );
     assert!(r.starts_with("HTTP/1.1 401"), "{r}");
-    let r = h.raw(&handshake("/api/v1/jobs/live", Some(SECRET_READ)).replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n"));
+    let r = h.raw(
+        &handshake("/api/v1/jobs/live", Some(SECRET_READ))
+            .replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n"),
+    );
     assert!(r.starts_with("HTTP/1.1 403"), "{r}");
     assert_eq!(h.upstream.count(), 0, "no handshake reached the upstream");
 }
@@ -104,7 +115,8 @@ async fn deleting_the_key_closes_its_tunnel() {
     let keys = keys_yaml(&h.kg_key);
     let start = keys.find("  - id: kzapier").unwrap();
     let end = keys.find("  - id: kreporting").unwrap();
-    h.dir.write("keys.yaml", &format!("{}{}", &keys[..start], &keys[end..]));
+    h.dir
+        .write("keys.yaml", &format!("{}{}", &keys[..start], &keys[end..]));
     h.gateway.reload().unwrap();
     let t = Instant::now();
     let closed = tokio::task::spawn_blocking(move || {
