@@ -161,3 +161,92 @@ async fn sigterm_exits_zero() {
     }
     assert_eq!(status.map(|s| s.code()), Some(Some(0)), "{}", gw.log());
 }
+
+fn readyz(metrics: std::net::SocketAddr) -> u16 {
+    Reply::parse(&raw_exchange(
+        metrics,
+        b"GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    ))
+    .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_an_in_flight_request_then_exits_zero() {
+    let upstream = Upstream::start().await;
+    let dir = TempDir::new();
+    dir.write("keys.yaml", &keys_yaml("kg_x"));
+    let cfg = dir.write(
+        "config.yaml",
+        &config_yaml(
+            upstream.addr,
+            &format!("{ROUTES}timeouts:\n  shutdown_delay: 500ms\n  shutdown: 10s\n"),
+        ),
+    );
+    let mut gw = Spawned::start(&cfg);
+    let (addr, metrics) = (gw.public, gw.metrics);
+    assert_eq!(readyz(metrics), 200);
+    let slow = std::thread::spawn(move || {
+        Reply::parse(&raw_exchange(
+            addr,
+            format!("GET /api/v1/jobs/slow/2000 HTTP/1.1\r\nHost: a\r\nX-API-Key: {SECRET_ALL}\r\nConnection: close\r\n\r\n").as_bytes(),
+        ))
+    });
+    // The request has reached the upstream (which then takes 2 s to answer).
+    assert!(eventually(Duration::from_secs(2), || upstream.count() == 1).await);
+    gw.signal("TERM");
+    let t = std::time::Instant::now();
+    assert!(
+        eventually(Duration::from_millis(300), || readyz(metrics) == 503).await,
+        "readyz fails at once"
+    );
+    assert!(t.elapsed() < Duration::from_millis(400));
+    let r = slow.join().unwrap();
+    assert_eq!(r.status, 200, "the in-flight request completed: {}", r.raw);
+    let mut status = None;
+    for _ in 0..100 {
+        if let Some(s) = gw.child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status.map(|s| s.code()), Some(Some(0)), "{}", gw.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_exits_at_once() {
+    let upstream = Upstream::start().await;
+    let dir = TempDir::new();
+    dir.write("keys.yaml", &keys_yaml("kg_x"));
+    let cfg = dir.write(
+        "config.yaml",
+        &config_yaml(
+            upstream.addr,
+            &format!("{ROUTES}timeouts:\n  shutdown_delay: 10s\n  shutdown: 20s\n"),
+        ),
+    );
+    let mut gw = Spawned::start(&cfg);
+    let addr = gw.public;
+    let _slow = std::thread::spawn(move || {
+        raw_exchange(
+            addr,
+            format!("GET /api/v1/jobs/slow/15000 HTTP/1.1\r\nHost: a\r\nX-API-Key: {SECRET_ALL}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(gw.child.try_wait().unwrap().is_none(), "still draining after one signal");
+    let t = std::time::Instant::now();
+    gw.signal("TERM");
+    let mut exited = false;
+    for _ in 0..40 {
+        if gw.child.try_wait().unwrap().is_some() {
+            exited = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(exited, "exits at once on the second signal");
+    assert!(t.elapsed() < Duration::from_secs(1));
+}
