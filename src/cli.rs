@@ -40,4 +40,12 @@ pub enum Command {
     Serve,
     /// Validate config.yaml and the keys file together; exit 1 if invalid.
     Check,
+    /// Run a self-contained demo: a sample API as upstream, two sample keys, and
+    /// ready-to-paste curl commands. Needs no files. Ctrl-C stops it.
+    Demo {
+        /// Port of the demo gateway on 127.0.0.1 (metrics on the next port; 0 picks
+        /// free ports).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
 }

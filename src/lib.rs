@@ -21,6 +21,7 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod demo;
 pub mod gateway;
 pub mod hygiene;
 pub mod keys;

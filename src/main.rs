@@ -5,15 +5,23 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use keygate::cli::{Cli, Command, LogFormat};
-use keygate::{config, run};
+use keygate::{config, demo, run};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    let command = cli.command.unwrap_or(Command::Serve);
+    // The demo prints its own guide; keep keygate's log to warnings there.
+    let default_level = if matches!(command, Command::Demo { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
+    init_tracing(cli.log_format, default_level);
     let config_path = config::discover(cli.config.as_deref());
-    let result = match cli.command.unwrap_or(Command::Serve) {
+    let result = match command {
         Command::Serve => runtime().and_then(|rt| rt.block_on(run::serve(&config_path))),
         Command::Check => run::check(&config_path),
+        Command::Demo { port } => runtime().and_then(|rt| rt.block_on(demo::run(port))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -38,9 +46,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEYGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

@@ -236,7 +236,10 @@ async fn a_second_sigterm_exits_at_once() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     gw.signal("TERM");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(gw.child.try_wait().unwrap().is_none(), "still draining after one signal");
+    assert!(
+        gw.child.try_wait().unwrap().is_none(),
+        "still draining after one signal"
+    );
     let t = std::time::Instant::now();
     gw.signal("TERM");
     let mut exited = false;
