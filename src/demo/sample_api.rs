@@ -125,14 +125,16 @@ async fn handle(
             ));
         }
     };
-    let parsed = || -> Result<Value, Response<Full<Bytes>>> {
-        match serde_json::from_slice::<Value>(&body) {
-            Ok(v @ Value::Object(_)) => Ok(v),
-            _ => Err(reply(
-                StatusCode::BAD_REQUEST,
-                json!({"error": "send a JSON object"}),
-            )),
-        }
+    let parsed = || -> Option<Value> {
+        serde_json::from_slice::<Value>(&body)
+            .ok()
+            .filter(Value::is_object)
+    };
+    let bad_json = || {
+        reply(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "send a JSON object"}),
+        )
     };
     let mut s = store.lock().unwrap_or_else(|p| p.into_inner());
     let res = match (method, id) {
@@ -151,13 +153,12 @@ async fn handle(
             }
         }
         (Method::POST, None) => match parsed() {
-            Ok(v) => reply(StatusCode::CREATED, s.insert(collection, v)),
-            Err(r) => r,
+            Some(v) => reply(StatusCode::CREATED, s.insert(collection, v)),
+            None => bad_json(),
         },
         (Method::PUT | Method::PATCH, Some(id)) => {
-            let new = match parsed() {
-                Ok(v) => v,
-                Err(r) => return Ok(r),
+            let Some(new) = parsed() else {
+                return Ok(bad_json());
             };
             match s.items.get_mut(collection).and_then(|m| m.get_mut(&id)) {
                 Some(old) => {
