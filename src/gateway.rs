@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use crate::config::LoadError;
 use crate::ops::{self, Metrics};
 use crate::record::Observer;
-use crate::server;
+use crate::{keys, server, state};
 use crate::snapshot::{Shared, Snapshot};
 use crate::tls::ListenerTls;
 
@@ -30,6 +30,8 @@ pub enum StartError {
     },
     #[error("tls: {0}")]
     Tls(String),
+    #[error("{0}")]
+    State(String),
     #[error("metrics setup failed: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -44,6 +46,8 @@ pub struct Gateway {
     public_task: JoinHandle<()>,
     ops_task: JoinHandle<()>,
     stop_ops: watch::Sender<bool>,
+    /// Held for the gateway's lifetime: one gateway per state_dir.
+    _state_lock: std::fs::File,
 }
 
 impl Gateway {
@@ -57,6 +61,8 @@ impl Gateway {
             tracing::warn!("{n}");
         }
         let cfg = snapshot.config.clone();
+        let state_lock = state::lock_gateway(&cfg.state_dir).map_err(StartError::State)?;
+        state::seed_last_used(&snapshot.keys, &state::read_last_used(&cfg.state_dir));
         let bind = |what, addr| async move {
             TcpListener::bind(addr)
                 .await
@@ -89,6 +95,8 @@ impl Gateway {
             None => None,
         };
         let public_task = tokio::spawn(server::serve(public, tls, shared.clone(), rx));
+        tokio::spawn(keys::watch::watch(shared.clone()));
+        tokio::spawn(flush_last_used(shared.clone()));
         let ops_task = tokio::spawn(ops::serve(ops_listener, shared.clone(), metrics, ops_rx));
         tracing::info!(%public_addr, %metrics_addr, upstream = %cfg.upstream.authority, keys = shared.snapshot().keys.len(), "keygate is serving");
         Ok(Self {
@@ -99,6 +107,7 @@ impl Gateway {
             public_task,
             ops_task,
             stop_ops,
+            _state_lock: state_lock,
         })
     }
 
@@ -113,6 +122,7 @@ impl Gateway {
                 Ok(())
             }
             Err(e) => {
+                self.shared.note_reload_failure();
                 tracing::error!(error = %e, "reload failed; the previous configuration stays in force");
                 Err(e)
             }
@@ -137,5 +147,35 @@ impl Gateway {
         }
         let _ = self.stop_ops.send(true);
         let _ = self.ops_task.await;
+        write_last_used(&self.shared);
     }
 }
+
+fn write_last_used(shared: &Shared) {
+    let snap = shared.snapshot();
+    if let Err(e) = state::write_last_used(&snap.config.state_dir, &snap.keys) {
+        tracing::warn!(error = %e, "could not write last-used times");
+    }
+}
+
+/// Writes last-used times every 10 s (when they changed).
+async fn flush_last_used(shared: Arc<Shared>) {
+    let mut written: i64 = 0;
+    loop {
+        tokio::time::sleep(LAST_USED_EVERY).await;
+        let snap = shared.snapshot();
+        let newest = snap
+            .keys
+            .iter()
+            .map(|k| k.last_used.load(std::sync::atomic::Ordering::Relaxed))
+            .max()
+            .unwrap_or(0);
+        if newest != written {
+            write_last_used(&shared);
+            written = newest;
+        }
+    }
+}
+
+/// How often last-used times are written to `state_dir/last_used.json`.
+pub const LAST_USED_EVERY: Duration = Duration::from_secs(10);

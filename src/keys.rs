@@ -6,7 +6,10 @@
 //! SHA-256 and never stored or logged in the clear; [`Secret`] prints `<redacted>`.
 
 pub mod file;
+pub mod seal;
 pub mod store;
+pub mod watch;
+pub mod write;
 
 use std::fmt;
 use std::sync::Arc;

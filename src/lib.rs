@@ -37,5 +37,6 @@ pub mod requestid;
 pub mod run;
 pub mod server;
 pub mod snapshot;
+pub mod state;
 pub mod tls;
 pub mod tunnel;

@@ -7,7 +7,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use governor::clock::DefaultClock;
@@ -97,6 +98,10 @@ impl Snapshot {
 /// What every request and every background task shares.
 pub struct Shared {
     current: ArcSwap<Snapshot>,
+    /// Serialises reloads (SIGHUP, the keys watcher, the admin API): each builds on
+    /// the snapshot in force, so two must not interleave.
+    reloading: Mutex<()>,
+    reload_failures: AtomicU64,
     pub config_path: PathBuf,
     pub clock: DefaultClock,
     pub observer: Arc<dyn Observer>,
@@ -115,6 +120,8 @@ impl Shared {
     pub fn new(config_path: PathBuf, snapshot: Snapshot, observer: Arc<dyn Observer>) -> Self {
         Self {
             current: ArcSwap::from_pointee(snapshot),
+            reloading: Mutex::new(()),
+            reload_failures: AtomicU64::new(0),
             config_path,
             clock: DefaultClock::default(),
             observer,
@@ -130,15 +137,31 @@ impl Shared {
     /// Re-reads config.yaml and the keys file; on any error the old snapshot stays.
     /// Returns notes to log (capped values, fields that need a restart).
     pub fn reload(&self) -> Result<Vec<String>, LoadError> {
+        let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.current.load_full();
         let (snap, notes) = Snapshot::load(&self.config_path, Some(&old))?;
         self.current.store(Arc::new(snap));
         Ok(notes)
     }
 
-    /// Swaps in a snapshot built elsewhere (the keys watcher).
-    pub fn replace(&self, snapshot: Snapshot) {
-        self.current.store(Arc::new(snapshot));
+    /// Re-reads only the keys file (the watcher); returns the number of keys.
+    pub fn reload_keys(&self) -> Result<usize, LoadError> {
+        let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.current.load_full();
+        let file = KeysFile::load(&old.config.keys_file)?;
+        let snap = Snapshot::build(old.config.clone(), &file, Some(&old))?;
+        let n = snap.keys.len();
+        self.current.store(Arc::new(snap));
+        Ok(n)
+    }
+
+    pub fn note_reload_failure(&self) {
+        self.reload_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Failed reloads so far (config or keys).
+    pub fn reload_failures(&self) -> u64 {
+        self.reload_failures.load(Ordering::Relaxed)
     }
 
     pub fn begin_shutdown(&self) {
