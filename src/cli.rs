@@ -40,6 +40,15 @@ pub enum Command {
     Serve,
     /// Validate config.yaml and the keys file together; exit 1 if invalid.
     Check,
+    /// Create, list, show, edit, delete and reveal API keys (edits the keys file;
+    /// a running gateway follows within 2 s).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Switch API access on or off for every key, or show the switch.
+    Api {
+        #[arg(value_enum)]
+        state: ApiState,
+    },
     /// Run a self-contained demo: a sample API as upstream, two sample keys, and
     /// ready-to-paste curl commands. Needs no files. Ctrl-C stops it.
     Demo {
@@ -47,5 +56,85 @@ pub enum Command {
         /// free ports).
         #[arg(long, default_value_t = 8080)]
         port: u16,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ApiState {
+    On,
+    Off,
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it (once: keygate stores only its hash).
+    Create {
+        /// The key's name, e.g. "Zapier" (unique, ignoring case).
+        #[arg(long)]
+        name: String,
+        /// Access to one category: CATEGORY=none|read|write (repeatable).
+        #[arg(long = "perm", value_name = "CATEGORY=LEVEL")]
+        perms: Vec<String>,
+        /// Access to every category not named with --perm (the "*" level).
+        #[arg(long, value_name = "LEVEL")]
+        all: Option<String>,
+        /// The key's own rate limit instead of the default: N/s or N/m, with an
+        /// optional burst (20/s:40).
+        #[arg(long, value_name = "N/s[:BURST]")]
+        rate: Option<String>,
+        /// Expiry: a date (2027-01-01) or an RFC 3339 time.
+        #[arg(long, value_name = "DATE")]
+        expires: Option<String>,
+        /// Print only the key (for scripts).
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// List keys: name, id, masked key, permissions, last used, created.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one key by id or name.
+    Show {
+        #[arg(value_name = "ID|NAME")]
+        key: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a key; effective within 2 s on a running gateway.
+    Edit {
+        #[arg(value_name = "ID|NAME")]
+        key: String,
+        /// New name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Set one category's level (others are kept): CATEGORY=none|read|write.
+        #[arg(long = "perm", value_name = "CATEGORY=LEVEL")]
+        perms: Vec<String>,
+        /// Set the "*" level (every category not named).
+        #[arg(long, value_name = "LEVEL")]
+        all: Option<String>,
+        /// N/s[:BURST], N/m[:BURST], or "none" for the default limit.
+        #[arg(long, value_name = "N/s[:BURST]|none")]
+        rate: Option<String>,
+        /// A date or RFC 3339 time, or "never".
+        #[arg(long, value_name = "DATE|never")]
+        expires: Option<String>,
+    },
+    /// Delete a key; effective within 2 s on a running gateway.
+    Delete {
+        #[arg(value_name = "ID|NAME")]
+        key: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Print a key's full value (operator-supplied keys, or keys sealed with
+    /// KEYGATE_SEAL_KEY).
+    Reveal {
+        #[arg(value_name = "ID|NAME")]
+        key: String,
     },
 }

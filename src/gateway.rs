@@ -14,9 +14,9 @@ use tokio::task::JoinHandle;
 use crate::config::LoadError;
 use crate::ops::{self, Metrics};
 use crate::record::Observer;
-use crate::{keys, server, state};
 use crate::snapshot::{Shared, Snapshot};
 use crate::tls::ListenerTls;
+use crate::{keys, server, state};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

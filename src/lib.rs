@@ -19,12 +19,14 @@
 pub mod auth;
 pub mod body;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod conn;
 pub mod demo;
 pub mod gateway;
 pub mod hygiene;
 pub mod keys;
+pub mod manage;
 pub mod ops;
 pub mod output;
 pub mod pipeline;

@@ -5,13 +5,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use keygate::cli::{Cli, Command, LogFormat};
-use keygate::{config, demo, run};
+use keygate::{commands, config, demo, run};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve);
-    // The demo prints its own guide; keep keygate's log to warnings there.
-    let default_level = if matches!(command, Command::Demo { .. }) {
+    // Only the gateway logs at info; other commands print their own output.
+    let default_level = if !matches!(command, Command::Serve) {
         "warn"
     } else {
         "info"
@@ -22,6 +22,8 @@ fn main() -> ExitCode {
         Command::Serve => runtime().and_then(|rt| rt.block_on(run::serve(&config_path))),
         Command::Check => run::check(&config_path),
         Command::Demo { port } => runtime().and_then(|rt| rt.block_on(demo::run(port))),
+        Command::Keys(cmd) => commands::keys(&config_path, cmd),
+        Command::Api { state } => commands::api(&config_path, state),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -20,8 +20,7 @@ const GATEWAY_LOCK: &str = "gateway.lock";
 
 /// Takes the gateway lock of `state_dir` for as long as the returned file lives.
 pub fn lock_gateway(state_dir: &Path) -> Result<File, String> {
-    fs::create_dir_all(state_dir)
-        .map_err(|e| format!("state_dir {}: {e}", state_dir.display()))?;
+    fs::create_dir_all(state_dir).map_err(|e| format!("state_dir {}: {e}", state_dir.display()))?;
     let path = state_dir.join(GATEWAY_LOCK);
     let f = OpenOptions::new()
         .create(true)

@@ -113,7 +113,10 @@ mod tests {
         assert!(!sealed.contains("kg_example"));
         assert_eq!(k.open("kid1", &sealed).unwrap(), secret);
         assert!(k.open("kid2", &sealed).is_err(), "bound to the key id");
-        assert!(key(8).open("kid1", &sealed).is_err(), "only this seal key opens it");
+        assert!(
+            key(8).open("kid1", &sealed).is_err(),
+            "only this seal key opens it"
+        );
     }
 
     #[test]

@@ -57,7 +57,10 @@ pub async fn watch(shared: Arc<Shared>) {
         settling = None;
         loaded = now.clone();
         if now.is_none() {
-            let msg = format!("{}: the keys file is missing; the last loaded keys stay in force", path.display());
+            let msg = format!(
+                "{}: the keys file is missing; the last loaded keys stay in force",
+                path.display()
+            );
             if last_error.as_deref() != Some(msg.as_str()) {
                 tracing::error!("{msg}");
                 last_error = Some(msg);

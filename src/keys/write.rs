@@ -15,7 +15,9 @@ use crate::config::LoadError;
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     /// The keys file cannot be written (a mounted Secret, a read-only file).
-    #[error("keys_file_read_only: {0} cannot be written (is it a mounted Secret? change it where it comes from)")]
+    #[error(
+        "keys_file_read_only: {0} cannot be written (is it a mounted Secret? change it where it comes from)"
+    )]
     ReadOnly(PathBuf),
     #[error("{0}")]
     Invalid(#[from] LoadError),
@@ -130,7 +132,10 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<(), WriteError> {
     let tmp = dir.join(format!(
         ".{name}.{}.{}.tmp",
         std::process::id(),
-        suffix.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        suffix
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
     ));
     let mut f = match OpenOptions::new()
         .write(true)
@@ -237,7 +242,9 @@ pub fn splice(old: &str, api_enabled: bool, keys_block: &str) -> String {
     let mut out = String::with_capacity(old.len() + keys_block.len());
     let mut i = 0;
     let mut wrote_keys = false;
+    // An existing `api_enabled:` line is replaced where it stands.
     let mut wrote_api = false;
+    let has_api = lines.iter().any(|l| l.starts_with("api_enabled:"));
     while i < lines.len() {
         let line = lines[i];
         if line.starts_with("api_enabled:") {
@@ -246,7 +253,7 @@ pub fn splice(old: &str, api_enabled: bool, keys_block: &str) -> String {
             wrote_api = true;
             i += 1;
         } else if line.starts_with("keys:") {
-            if !wrote_api {
+            if !has_api && !wrote_api {
                 out.push_str(&api_line);
                 out.push('\n');
                 wrote_api = true;
@@ -310,10 +317,16 @@ mod tests {
 
     #[test]
     fn splice_keeps_comments_outside_the_list() {
-        let old = "# managed by keygate\napi_enabled: true # the switch\n\n# the keys\nkeys:\n  - id: a\n    name: A # old\n    secret: x\n\n# trailing notes\nother: 1\n";
+        let old = "# managed by keygate\n\n# the keys\nkeys:\n  - id: a\n    name: A # old\n    secret: x\n\n# the switch, last\napi_enabled: true\n";
         let new = splice(old, false, &render_keys(&[entry("b", "B \"quoted\" ✓")]));
-        assert!(new.starts_with("# managed by keygate\napi_enabled: false\n\n# the keys\nkeys:\n  - id: \"b\"\n"), "{new}");
-        assert!(new.contains("# trailing notes\nother: 1\n"), "{new}");
+        assert!(
+            new.starts_with("# managed by keygate\n\n# the keys\nkeys:\n  - id: \"b\"\n"),
+            "{new}"
+        );
+        assert!(
+            new.ends_with("\n# the switch, last\napi_enabled: false\n"),
+            "{new}"
+        );
         assert!(!new.contains("# old"));
         let parsed = KeysFile::parse(Path::new("k"), &new).unwrap();
         assert!(!parsed.api_enabled);
@@ -340,7 +353,12 @@ mod tests {
         let link = dir.join("keys.yaml");
         std::os::unix::fs::symlink(&real, &link).unwrap();
         write_atomic(&link, "api_enabled: false\n").unwrap();
-        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
         assert_eq!(fs::read_to_string(&real).unwrap(), "api_enabled: false\n");
         assert_eq!(fs::metadata(&real).unwrap().mode() & 0o777, 0o640);
         // A new file is 0600.
