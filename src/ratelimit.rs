@@ -11,8 +11,8 @@
 
 use std::net::IpAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -83,8 +83,15 @@ impl Rate {
 /// A key's limiter.
 pub type KeyLimiter = DefaultDirectRateLimiter;
 
+/// The one clock every limiter reads. Making a clock is expensive (calibration), so
+/// limiters share this one: a 100,000-key reload makes 100,000 limiters.
+pub fn clock() -> &'static DefaultClock {
+    static CLOCK: LazyLock<DefaultClock> = LazyLock::new(DefaultClock::default);
+    &CLOCK
+}
+
 pub fn key_limiter(rate: &Rate) -> KeyLimiter {
-    DefaultDirectRateLimiter::direct(rate.quota())
+    DefaultDirectRateLimiter::direct_with_clock(rate.quota(), clock().clone())
 }
 
 /// Over the limit; retry after this many whole seconds (≥ 1).
@@ -177,7 +184,7 @@ impl IpLimiter {
         let result = if let Some(l) = table.get(&key) {
             l.check().map_err(|n| n.wait_time_from(clock.now()))
         } else {
-            let l = DefaultDirectRateLimiter::direct(self.quota);
+            let l = DefaultDirectRateLimiter::direct_with_clock(self.quota, clock.clone());
             let r = l.check().map_err(|n| n.wait_time_from(clock.now()));
             if let Some((old, _)) = table.push(key, l)
                 && old != key

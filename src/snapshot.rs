@@ -16,6 +16,7 @@ use governor::clock::DefaultClock;
 use crate::config::{Config, LoadError};
 use crate::keys::file::KeysFile;
 use crate::keys::store::KeySet;
+use crate::keys::watch::{Identity, identity};
 use crate::proxy::{UpstreamClient, client};
 use crate::ratelimit::IpLimiter;
 use crate::record::Observer;
@@ -24,6 +25,8 @@ use crate::record::Observer;
 pub struct Snapshot {
     pub config: Arc<Config>,
     pub keys: KeySet,
+    /// The keys file version this snapshot was read from (taken before reading).
+    pub keys_identity: Option<Identity>,
     pub ip_limiter: Arc<IpLimiter>,
     pub client: UpstreamClient,
 }
@@ -48,8 +51,10 @@ impl Snapshot {
             config.keys_file = prev.config.keys_file.clone();
             config.state_dir = prev.config.state_dir.clone();
         }
+        let identity = identity(&config.keys_file);
         let keys_file = KeysFile::load(&config.keys_file)?;
-        let snap = Self::build(Arc::new(config), &keys_file, previous)?;
+        let mut snap = Self::build(Arc::new(config), &keys_file, previous)?;
+        snap.keys_identity = identity;
         Ok((snap, notes))
     }
 
@@ -89,6 +94,7 @@ impl Snapshot {
         Ok(Self {
             config,
             keys,
+            keys_identity: None,
             ip_limiter,
             client,
         })
@@ -123,7 +129,7 @@ impl Shared {
             reloading: Mutex::new(()),
             reload_failures: AtomicU64::new(0),
             config_path,
-            clock: DefaultClock::default(),
+            clock: crate::ratelimit::clock().clone(),
             observer,
             shutting_down: AtomicBool::new(false),
         }
@@ -148,8 +154,10 @@ impl Shared {
     pub fn reload_keys(&self) -> Result<usize, LoadError> {
         let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.current.load_full();
+        let version = identity(&old.config.keys_file);
         let file = KeysFile::load(&old.config.keys_file)?;
-        let snap = Snapshot::build(old.config.clone(), &file, Some(&old))?;
+        let mut snap = Snapshot::build(old.config.clone(), &file, Some(&old))?;
+        snap.keys_identity = version;
         let n = snap.keys.len();
         self.current.store(Arc::new(snap));
         Ok(n)

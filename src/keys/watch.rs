@@ -18,15 +18,17 @@ use crate::snapshot::Shared;
 /// How often the file is looked at. A change applies within about two periods.
 pub const PERIOD: Duration = Duration::from_millis(300);
 
+/// What identifies one version of the keys file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Identity {
+pub struct Identity {
     dev: u64,
     ino: u64,
     mtime_ns: i128,
     len: u64,
 }
 
-fn identity(path: &Path) -> Option<Identity> {
+/// The identity of the file at `path` now (through symlinks); `None` if missing.
+pub fn identity(path: &Path) -> Option<Identity> {
     let m = std::fs::metadata(path).ok()?;
     Some(Identity {
         dev: m.dev(),
@@ -36,16 +38,18 @@ fn identity(path: &Path) -> Option<Identity> {
     })
 }
 
-/// Runs until the process ends.
+/// Runs until the process ends. The version in force is the one the snapshot was
+/// read from (its identity is taken before reading), so a change racing a load is
+/// never missed; a version that failed to load is not retried until it changes.
 pub async fn watch(shared: Arc<Shared>) {
     let path = shared.snapshot().config.keys_file.clone();
-    let mut loaded = identity(&path);
+    let mut failed: Option<Option<Identity>> = None;
     let mut settling: Option<Option<Identity>> = None;
     let mut last_error: Option<String> = None;
     loop {
         tokio::time::sleep(PERIOD).await;
         let now = identity(&path);
-        if now == loaded {
+        if now == shared.snapshot().keys_identity || failed.as_ref() == Some(&now) {
             settling = None;
             continue;
         }
@@ -55,8 +59,8 @@ pub async fn watch(shared: Arc<Shared>) {
             continue;
         }
         settling = None;
-        loaded = now.clone();
         if now.is_none() {
+            failed = Some(None);
             let msg = format!(
                 "{}: the keys file is missing; the last loaded keys stay in force",
                 path.display()
@@ -72,8 +76,10 @@ pub async fn watch(shared: Arc<Shared>) {
             Ok(n) => {
                 tracing::info!(keys = n, "keys reloaded");
                 last_error = None;
+                failed = None;
             }
             Err(e) => {
+                failed = Some(now);
                 let msg = e.to_string();
                 if last_error.as_deref() != Some(msg.as_str()) {
                     tracing::error!(error = %msg, "keys reload failed; the last good keys stay in force");
