@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
 use crate::body::InflightGuard;
+use crate::metrics::ConnError;
 use crate::pipeline::{self, ConnInfo};
 use crate::snapshot::Shared;
 
@@ -235,6 +236,7 @@ pub async fn serve<T>(
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let cfg = shared.snapshot().config.clone();
+    let metrics = shared.metrics.clone();
     let header_read = cfg.timeouts.client_header_read;
     let idle = cfg.timeouts.idle;
     let state = ConnState::new(accepted);
@@ -279,6 +281,7 @@ pub async fn serve<T>(
                     r = conn.as_mut() => {
                         if let Err(e) = r {
                             tracing::debug!(error = %e, peer = %info.peer, "connection error");
+                            metrics.connection_error(ConnError::classify(&e, proto == Proto::Http2));
                         }
                         break;
                     }
@@ -296,9 +299,13 @@ pub async fn serve<T>(
                         {
                             // Nothing is in flight. HTTP/1, or a client that never
                             // sent a request: just close. HTTP/2: say GOAWAY first.
-                            if proto == Proto::Http1
-                                || state.requests.load(Ordering::Relaxed) == 0
-                            {
+                            let head_pending = state.head_started().is_some()
+                                || state.requests.load(Ordering::Relaxed) == 0;
+                            if head_pending {
+                                // The client did not finish a request head in time.
+                                metrics.connection_error(ConnError::HeaderTimeout);
+                            }
+                            if proto == Proto::Http1 || state.requests.load(Ordering::Relaxed) == 0 {
                                 break;
                             }
                             closing = true;

@@ -11,9 +11,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::accesslog::AccessLog;
 use crate::config::LoadError;
-use crate::ops::{self, Metrics};
-use crate::record::Observer;
+use crate::metrics::Metrics;
+use crate::ops;
+use crate::record::{Observer, Record};
 use crate::snapshot::{Shared, Snapshot};
 use crate::tls::ListenerTls;
 use crate::{keys, server, state};
@@ -34,6 +36,29 @@ pub enum StartError {
     State(String),
     #[error("metrics setup failed: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("access log: {0}")]
+    AccessLog(std::io::Error),
+}
+
+/// What every finished request feeds: the metrics, the access log, and an extra
+/// observer (tests use one to see each record).
+struct Observers {
+    metrics: Arc<Metrics>,
+    log: Arc<AccessLog>,
+    extra: Arc<dyn Observer>,
+}
+
+impl Observer for Observers {
+    fn started(&self) {
+        self.metrics.request_started();
+        self.extra.started();
+    }
+
+    fn finished(&self, r: &Record) {
+        self.metrics.request_finished(r);
+        self.log.record(r);
+        self.extra.finished(r);
+    }
 }
 
 /// A running gateway.
@@ -46,12 +71,14 @@ pub struct Gateway {
     public_task: JoinHandle<()>,
     ops_task: JoinHandle<()>,
     stop_ops: watch::Sender<bool>,
+    pub access_log: Arc<AccessLog>,
     /// Held for the gateway's lifetime: one gateway per state_dir.
     _state_lock: std::fs::File,
 }
 
 impl Gateway {
-    /// Loads the config and keys, binds the listeners and starts serving.
+    /// Loads the config and keys, binds the listeners and starts serving. `observer`
+    /// sees every request besides the gateway's own metrics and access log.
     pub async fn start(
         config_path: &Path,
         observer: Arc<dyn Observer>,
@@ -82,14 +109,29 @@ impl Gateway {
                 addr: cfg.metrics_listen,
                 source,
             })?;
-        let shared = Arc::new(Shared::new(config_path.to_path_buf(), snapshot, observer));
         let metrics = Arc::new(Metrics::new()?);
+        metrics.reload("config", true);
+        metrics.reload("keys", true);
+        let access_log = Arc::new(
+            AccessLog::start(&cfg.access_log, metrics.clone()).map_err(StartError::AccessLog)?,
+        );
+        let observers = Arc::new(Observers {
+            metrics: metrics.clone(),
+            log: access_log.clone(),
+            extra: observer,
+        });
+        let shared = Arc::new(Shared::new(
+            config_path.to_path_buf(),
+            snapshot,
+            observers,
+            metrics.clone(),
+        ));
         let (stop_accepting, rx) = watch::channel(false);
         let (stop_ops, ops_rx) = watch::channel(false);
         let tls = match &cfg.tls {
             Some(paths) => {
-                let t = ListenerTls::new(paths).map_err(StartError::Tls)?;
-                tokio::spawn(t.clone().watch(Duration::from_secs(1)));
+                let t = ListenerTls::new(paths, &metrics).map_err(StartError::Tls)?;
+                tokio::spawn(t.clone().watch(Duration::from_secs(1), metrics.clone()));
                 Some(t)
             }
             None => None,
@@ -97,7 +139,7 @@ impl Gateway {
         let public_task = tokio::spawn(server::serve(public, tls, shared.clone(), rx));
         tokio::spawn(keys::watch::watch(shared.clone()));
         tokio::spawn(flush_last_used(shared.clone()));
-        let ops_task = tokio::spawn(ops::serve(ops_listener, shared.clone(), metrics, ops_rx));
+        let ops_task = tokio::spawn(ops::serve(ops_listener, shared.clone(), ops_rx));
         tracing::info!(%public_addr, %metrics_addr, upstream = %cfg.upstream.authority, keys = shared.snapshot().keys.len(), "keygate is serving");
         Ok(Self {
             shared,
@@ -107,6 +149,7 @@ impl Gateway {
             public_task,
             ops_task,
             stop_ops,
+            access_log,
             _state_lock: state_lock,
         })
     }
@@ -118,11 +161,12 @@ impl Gateway {
                 for n in notes {
                     tracing::warn!("{n}");
                 }
+                self.access_log
+                    .reopen(&self.shared.snapshot().config.access_log);
                 tracing::info!("configuration reloaded");
                 Ok(())
             }
             Err(e) => {
-                self.shared.note_reload_failure();
                 tracing::error!(error = %e, "reload failed; the previous configuration stays in force");
                 Err(e)
             }
@@ -148,6 +192,7 @@ impl Gateway {
         let _ = self.stop_ops.send(true);
         let _ = self.ops_task.await;
         write_last_used(&self.shared);
+        self.access_log.flush(Duration::from_secs(5));
     }
 }
 

@@ -16,6 +16,7 @@
 //! [`config`] holds the two layers of config.yaml (serde mirror and runtime types);
 //! [`gateway`] starts and stops everything in-process, for `main.rs` and the tests.
 
+pub mod accesslog;
 pub mod auth;
 pub mod body;
 pub mod cli;
@@ -27,6 +28,7 @@ pub mod gateway;
 pub mod hygiene;
 pub mod keys;
 pub mod manage;
+pub mod metrics;
 pub mod ops;
 pub mod output;
 pub mod pipeline;

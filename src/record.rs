@@ -66,8 +66,10 @@ pub struct Record {
     pub user_agent: Option<HeaderValue>,
 }
 
-/// Receives every finished request. Must not block: it runs on the request's task.
+/// Sees every request start and finish. Must not block: it runs on the request's
+/// task.
 pub trait Observer: Send + Sync + 'static {
+    fn started(&self) {}
     fn finished(&self, record: &Record);
 }
 
@@ -107,6 +109,7 @@ impl Finish {
         ip: IpAddr,
         user_agent: Option<HeaderValue>,
     ) -> Self {
+        observer.started();
         Self {
             observer,
             started: Instant::now(),

@@ -13,6 +13,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::conn::{self, Proto, Rewind};
+use crate::metrics::ConnError;
 use crate::pipeline::ConnInfo;
 use crate::snapshot::Shared;
 use crate::tls::ListenerTls;
@@ -71,7 +72,9 @@ pub async fn serve(
         let shutdown = shutdown.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            accept_conn(stream, peer, acceptor, shared, shutdown).await;
+            shared.metrics.connections_open.inc();
+            accept_conn(stream, peer, acceptor, shared.clone(), shutdown).await;
+            shared.metrics.connections_open.dec();
             drop(permit);
         });
     }
@@ -96,9 +99,13 @@ async fn accept_conn(
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                    shared.metrics.connection_error(ConnError::Tls);
                     return;
                 }
-                Err(_) => return,
+                Err(_) => {
+                    shared.metrics.connection_error(ConnError::HeaderTimeout);
+                    return;
+                }
             };
             let proto = match tls.get_ref().1.alpn_protocol() {
                 Some(b"h2") => Proto::Http2,
@@ -115,7 +122,15 @@ async fn accept_conn(
             let (proto, prefix) = match tokio::time::timeout(header_read, sniff(&mut stream)).await
             {
                 Ok(Ok(Some(x))) => x,
-                Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return,
+                Ok(Ok(None)) => return,
+                Ok(Err(_)) => {
+                    shared.metrics.connection_error(ConnError::Other);
+                    return;
+                }
+                Err(_) => {
+                    shared.metrics.connection_error(ConnError::HeaderTimeout);
+                    return;
+                }
             };
             let info = ConnInfo {
                 peer,

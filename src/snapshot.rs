@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 use governor::clock::DefaultClock;
@@ -17,6 +17,7 @@ use crate::config::{Config, LoadError};
 use crate::keys::file::KeysFile;
 use crate::keys::store::KeySet;
 use crate::keys::watch::{Identity, identity};
+use crate::metrics::Metrics;
 use crate::proxy::{UpstreamClient, client};
 use crate::ratelimit::IpLimiter;
 use crate::record::Observer;
@@ -107,10 +108,10 @@ pub struct Shared {
     /// Serialises reloads (SIGHUP, the keys watcher, the admin API): each builds on
     /// the snapshot in force, so two must not interleave.
     reloading: Mutex<()>,
-    reload_failures: AtomicU64,
     pub config_path: PathBuf,
     pub clock: DefaultClock,
     pub observer: Arc<dyn Observer>,
+    pub metrics: Arc<Metrics>,
     shutting_down: AtomicBool,
 }
 
@@ -123,14 +124,19 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    pub fn new(config_path: PathBuf, snapshot: Snapshot, observer: Arc<dyn Observer>) -> Self {
+    pub fn new(
+        config_path: PathBuf,
+        snapshot: Snapshot,
+        observer: Arc<dyn Observer>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             current: ArcSwap::from_pointee(snapshot),
             reloading: Mutex::new(()),
-            reload_failures: AtomicU64::new(0),
             config_path,
             clock: crate::ratelimit::clock().clone(),
             observer,
+            metrics,
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -145,7 +151,9 @@ impl Shared {
     pub fn reload(&self) -> Result<Vec<String>, LoadError> {
         let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.current.load_full();
-        let (snap, notes) = Snapshot::load(&self.config_path, Some(&old))?;
+        let result = Snapshot::load(&self.config_path, Some(&old));
+        self.metrics.reload("config", result.is_ok());
+        let (snap, notes) = result?;
         self.current.store(Arc::new(snap));
         Ok(notes)
     }
@@ -155,21 +163,14 @@ impl Shared {
         let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.current.load_full();
         let version = identity(&old.config.keys_file);
-        let file = KeysFile::load(&old.config.keys_file)?;
-        let mut snap = Snapshot::build(old.config.clone(), &file, Some(&old))?;
+        let result = KeysFile::load(&old.config.keys_file)
+            .and_then(|file| Snapshot::build(old.config.clone(), &file, Some(&old)));
+        self.metrics.reload("keys", result.is_ok());
+        let mut snap = result?;
         snap.keys_identity = version;
         let n = snap.keys.len();
         self.current.store(Arc::new(snap));
         Ok(n)
-    }
-
-    pub fn note_reload_failure(&self) {
-        self.reload_failures.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Failed reloads so far (config or keys).
-    pub fn reload_failures(&self) -> u64 {
-        self.reload_failures.load(Ordering::Relaxed)
     }
 
     pub fn begin_shutdown(&self) {

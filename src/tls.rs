@@ -15,6 +15,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::config::TlsPaths;
+use crate::metrics::Metrics;
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -73,9 +74,18 @@ pub struct ListenerTls {
     paths: TlsPaths,
 }
 
+/// The leaf's expiry (Unix seconds), for the metrics.
+fn expiry(pair: &CertifiedKey) -> f64 {
+    pair.cert
+        .first()
+        .and_then(|c| not_after(c))
+        .map_or(0.0, |s| s as f64)
+}
+
 impl ListenerTls {
-    pub fn new(paths: &TlsPaths) -> Result<Self, String> {
+    pub fn new(paths: &TlsPaths, metrics: &Metrics) -> Result<Self, String> {
         let pair = load_pair(paths)?;
+        metrics.tls_cert_expiry.set(expiry(&pair));
         let resolver = Arc::new(CertResolver {
             current: ArcSwap::from_pointee(pair),
         });
@@ -94,7 +104,7 @@ impl ListenerTls {
 
     /// Polls the files every `every`; on change loads the new pair, keeping the old
     /// one (and logging once) when the new pair is bad.
-    pub async fn watch(self, every: Duration) {
+    pub async fn watch(self, every: Duration, metrics: Arc<Metrics>) {
         let mut seen = fingerprint(&self.paths);
         loop {
             tokio::time::sleep(every).await;
@@ -105,10 +115,13 @@ impl ListenerTls {
             seen = now;
             match load_pair(&self.paths) {
                 Ok(pair) => {
+                    metrics.tls_cert_expiry.set(expiry(&pair));
+                    metrics.reload("tls", true);
                     self.resolver.current.store(Arc::new(pair));
                     tracing::info!(cert = %self.paths.cert_file.display(), "TLS certificate reloaded");
                 }
                 Err(e) => {
+                    metrics.reload("tls", false);
                     tracing::error!(error = %e, "TLS certificate reload failed; the previous certificate stays in use");
                 }
             }
@@ -165,4 +178,68 @@ pub fn upstream_client_config_empty() -> Result<ClientConfig, String> {
             b.with_root_certificates(RootCertStore::empty())
                 .with_no_client_auth()
         })
+}
+
+/// Reads one DER TLV at `pos`: (tag, content range, end).
+fn der_tlv(d: &[u8], pos: usize) -> Option<(u8, std::ops::Range<usize>, usize)> {
+    let tag = *d.get(pos)?;
+    let first = *d.get(pos + 1)?;
+    let (len, start) = if first < 0x80 {
+        (usize::from(first), pos + 2)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let mut len = 0usize;
+        for i in 0..n {
+            len = (len << 8) | usize::from(*d.get(pos + 2 + i)?);
+        }
+        (len, pos + 2 + n)
+    };
+    let end = start.checked_add(len)?;
+    (end <= d.len()).then_some((tag, start..end, end))
+}
+
+/// The certificate's notAfter as Unix seconds (a small DER walk: Certificate →
+/// TBSCertificate → [version] serial signature issuer validity).
+pub fn not_after(cert_der: &[u8]) -> Option<i64> {
+    let (_, cert, _) = der_tlv(cert_der, 0)?;
+    let (_, tbs, _) = der_tlv(cert_der, cert.start)?;
+    let mut pos = tbs.start;
+    let (tag, _, end) = der_tlv(cert_der, pos)?;
+    if tag == 0xa0 {
+        pos = end; // explicit version
+    }
+    for _ in 0..3 {
+        pos = der_tlv(cert_der, pos)?.2; // serial, signature, issuer
+    }
+    let (_, validity, _) = der_tlv(cert_der, pos)?;
+    let (_, _, after_not_before) = der_tlv(cert_der, validity.start)?;
+    let (tag, time, _) = der_tlv(cert_der, after_not_before)?;
+    let s = std::str::from_utf8(&cert_der[time]).ok()?;
+    let digits = |a: usize, b: usize| s.get(a..b)?.parse::<i32>().ok();
+    let (year, rest) = match tag {
+        0x17 => {
+            // UTCTime YYMMDDHHMMSSZ
+            let yy = digits(0, 2)?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, 2)
+        }
+        0x18 => (digits(0, 4)?, 4), // GeneralizedTime YYYYMMDDHHMMSSZ
+        _ => return None,
+    };
+    let month = time::Month::try_from(u8::try_from(digits(rest, rest + 2)?).ok()?).ok()?;
+    let date = time::Date::from_calendar_date(
+        year,
+        month,
+        u8::try_from(digits(rest + 2, rest + 4)?).ok()?,
+    )
+    .ok()?;
+    let t = time::Time::from_hms(
+        u8::try_from(digits(rest + 4, rest + 6)?).ok()?,
+        u8::try_from(digits(rest + 6, rest + 8)?).ok()?,
+        u8::try_from(digits(rest + 8, rest + 10)?).ok()?,
+    )
+    .ok()?;
+    Some(date.with_time(t).assume_utc().unix_timestamp())
 }

@@ -330,21 +330,22 @@ async fn the_watcher_follows_every_kind_of_change_and_survives_garbage() {
         within_2s(addr, "/api/v1/candidates", SECRET_READ, 200).await;
         eprintln!("change form {n} followed");
     }
-    // Garbage: the old keys keep working, the gateway stays up, the error is counted.
-    let before = h.gateway.shared.reload_failures();
+    // Garbage: the old keys keep working, the gateway stays up, the error is
+    // counted in keygate_reloads_total (and logged once).
+    let maddr = h.gateway.metrics_addr;
+    let failures = move || {
+        metric(
+            maddr,
+            "keygate_reloads_total{result=\"failure\",what=\"keys\"}",
+        )
+    };
+    let before = failures();
     std::fs::write(
         h.dir.path().join("keys.yaml"),
         "keys: [ this is : not yaml\n",
     )
     .unwrap();
-    assert!(
-        eventually(Duration::from_secs(2), || h
-            .gateway
-            .shared
-            .reload_failures()
-            > before)
-        .await
-    );
+    assert!(eventually(Duration::from_secs(2), || failures() > before).await);
     assert_eq!(status(addr, "/api/v1/candidates", SECRET_READ).0, 200);
     // A valid file that fails validation is refused the same way.
     std::fs::write(
@@ -352,14 +353,7 @@ async fn the_watcher_follows_every_kind_of_change_and_survives_garbage() {
         base.replace("{ candidates: read }", "{ nothere: read }"),
     )
     .unwrap();
-    assert!(
-        eventually(Duration::from_secs(2), || h
-            .gateway
-            .shared
-            .reload_failures()
-            > before + 1)
-        .await
-    );
+    assert!(eventually(Duration::from_secs(2), || failures() > before + 1.0).await);
     assert_eq!(status(addr, "/api/v1/candidates", SECRET_READ).0, 200);
     // And a good file applies again.
     std::fs::write(

@@ -197,6 +197,10 @@ impl KeySet {
         self.by_id.get(id)
     }
 
+    pub fn get_str(&self, id: &str) -> Option<&Arc<KeyRecord>> {
+        self.by_id.get(id)
+    }
+
     pub fn len(&self) -> usize {
         self.by_id.len()
     }

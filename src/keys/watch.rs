@@ -69,7 +69,7 @@ pub async fn watch(shared: Arc<Shared>) {
                 tracing::error!("{msg}");
                 last_error = Some(msg);
             }
-            shared.note_reload_failure();
+            shared.metrics.reload("keys", false);
             continue;
         }
         match shared.reload_keys() {
@@ -85,7 +85,6 @@ pub async fn watch(shared: Arc<Shared>) {
                     tracing::error!(error = %msg, "keys reload failed; the last good keys stay in force");
                     last_error = Some(msg);
                 }
-                shared.note_reload_failure();
             }
         }
     }

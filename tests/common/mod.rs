@@ -606,3 +606,21 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap()
 }
+
+/// The metrics page of a gateway.
+pub fn metrics_text(metrics: SocketAddr) -> String {
+    Reply::parse(&raw_exchange(
+        metrics,
+        b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    ))
+    .body
+}
+
+/// One sample's value, by its exact name and labels as exposed (0 when absent).
+pub fn metric(metrics: SocketAddr, series: &str) -> f64 {
+    metrics_text(metrics)
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
