@@ -49,6 +49,36 @@ pub enum Command {
         #[arg(value_enum)]
         state: ApiState,
     },
+    /// Show the API request log, newest first (the "API Logs" page).
+    Logs {
+        /// Only paths containing this text.
+        #[arg(long)]
+        path: Option<String>,
+        /// Only this method (GET, POST…).
+        #[arg(long)]
+        method: Option<String>,
+        /// Only this status (404) or class (4xx).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this key (name or id).
+        #[arg(long)]
+        key: Option<String>,
+        /// Only records newer than this: 30m, 1h, 2d, or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only requests that took longer than this (500ms, 2s).
+        #[arg(long, value_name = "DURATION")]
+        slower_than: Option<String>,
+        /// How many records at most.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Keep printing new records as they arrive.
+        #[arg(long, short)]
+        follow: bool,
+        /// Print the records as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a self-contained demo: a sample API as upstream, two sample keys, and
     /// ready-to-paste curl commands. Needs no files. Ctrl-C stops it.
     Demo {

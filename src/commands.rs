@@ -370,6 +370,52 @@ pub fn api(config_path: &Path, want: ApiState) -> Result<(), String> {
     Ok(())
 }
 
+/// The arguments of `keygate logs`.
+#[derive(Debug, Default)]
+pub struct LogsArgs {
+    pub path: Option<String>,
+    pub method: Option<String>,
+    pub status: Option<String>,
+    pub key: Option<String>,
+    pub since: Option<String>,
+    pub slower_than: Option<String>,
+    pub limit: usize,
+    pub follow: bool,
+    pub json: bool,
+}
+
+pub fn logs(config_path: &Path, a: LogsArgs) -> Result<(), String> {
+    let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    let crate::config::LogTarget::File(path) = &config.access_log.target else {
+        return Err("access_log.path is \"-\" (standard output): there is no file to read".into());
+    };
+    let now = OffsetDateTime::now_utc();
+    let filter = crate::logs::Filter {
+        path: a.path,
+        method: a.method,
+        status: a
+            .status
+            .as_deref()
+            .map(crate::logs::parse_status)
+            .transpose()?,
+        key: a.key,
+        since: a
+            .since
+            .as_deref()
+            .map(|s| crate::logs::parse_since(s, now))
+            .transpose()?,
+        slower_than_ms: a
+            .slower_than
+            .as_deref()
+            .map(crate::logs::parse_slower_than)
+            .transpose()?,
+    };
+    if a.limit == 0 {
+        return Err("--limit must be at least 1".into());
+    }
+    crate::logs::run(path, &filter, a.limit, a.json, a.follow)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

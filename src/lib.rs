@@ -27,6 +27,7 @@ pub mod demo;
 pub mod gateway;
 pub mod hygiene;
 pub mod keys;
+pub mod logs;
 pub mod manage;
 pub mod metrics;
 pub mod ops;

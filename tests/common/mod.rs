@@ -335,8 +335,6 @@ admin:
   listen: "127.0.0.1:0"
 keys_file: keys.yaml
 state_dir: data
-access_log:
-  path: logs/access.log
 {extra}"#
     )
 }
