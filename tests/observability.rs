@@ -31,7 +31,9 @@ fn read_records(dir: &Path) -> Vec<serde_json::Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_valid_record_per_request_without_secrets() {
     let h = Harness::start_with(&format!("{ROUTES}timeouts:\n  upstream_response: 300ms\n")).await;
-    let sent: Vec<(&str, Vec<(&str, String)>, &str, u16)> = vec![
+    // (target, headers, decision, status)
+    type Sent<'a> = (&'a str, Vec<(&'a str, String)>, &'a str, u16);
+    let sent: Vec<Sent> = vec![
         (
             "/api/v1/candidates?token=QUERYSECRET",
             vec![("X-API-Key", SECRET_READ.into())],
