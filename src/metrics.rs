@@ -249,6 +249,16 @@ impl Metrics {
         for scope in ["key", "ip"] {
             m.rate_limited.with_label_values(&[scope]);
         }
+        for kind in [
+            ConnError::Parse,
+            ConnError::HeadersTooLarge,
+            ConnError::HeaderTimeout,
+            ConnError::Http2,
+            ConnError::Tls,
+            ConnError::Other,
+        ] {
+            m.connection_errors.with_label_values(&[kind.label()]);
+        }
         for what in ["config", "keys", "tls"] {
             for result in ["success", "failure"] {
                 m.reloads.with_label_values(&[what, result]);
