@@ -1,20 +1,21 @@
 //! The access log (SPEC §6): one JSON object per line for every request.
 //!
-//! The request path serialises its record and hands it to a bounded queue with
-//! `try_send`: it never waits on the disk. A dedicated thread batches lines into
-//! writes, rotates by size (`access.log` → `access.log.1` … `.N`), reopens on
-//! demand (SIGHUP, for logrotate) and flushes on shutdown. When the queue is full or
-//! a write fails (full or broken disk), records are dropped and counted, with a
-//! warning at most every 10 s; writing resumes when the disk recovers.
+//! The request path serialises its record and appends it to a bounded in-memory
+//! queue (a mutex held for one push, never across I/O): it never waits on the disk
+//! and never wakes another thread. A dedicated writer thread takes the whole queue
+//! every 20 ms, writes it in one batch, rotates by size (`access.log` →
+//! `access.log.1` … `.N`), reopens on demand (SIGHUP, for logrotate) and flushes on
+//! shutdown. When the queue is full or a write fails (full or broken disk), records
+//! are dropped and counted, with a warning at most every 10 s; writing resumes when
+//! the disk recovers.
 
 use std::fmt::Write as _;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
@@ -23,21 +24,35 @@ use crate::config::{AccessLogConfig, LogTarget};
 use crate::metrics::Metrics;
 use crate::record::Record;
 
-/// Records queued for the writer at most (about 3 MB of lines).
+/// Records queued for the writer at most (a few MB of lines).
 const QUEUE: usize = 16_384;
+/// How often the writer takes the queue.
+const TICK: Duration = Duration::from_millis(20);
 /// `user_agent` is cut to this many characters.
 const MAX_UA: usize = 256;
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
-enum Msg {
-    Line(String),
-    Reopen(AccessLogConfig),
-    Flush(SyncSender<()>),
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these leaves plain data behind; keep going.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What the request path and the writer share.
+struct Queue {
+    lines: Mutex<Vec<String>>,
+    reopen: Mutex<Option<AccessLogConfig>>,
+    /// Flush requests: `asked` is bumped by `flush`, `done` by the writer.
+    asked: AtomicU64,
+    done: Mutex<u64>,
+    done_cv: Condvar,
+    wake: Condvar,
+    wake_lock: Mutex<()>,
+    stop: AtomicBool,
 }
 
 /// The request path's handle on the access log.
 pub struct AccessLog {
-    tx: SyncSender<Msg>,
+    queue: Arc<Queue>,
     metrics: Arc<Metrics>,
     last_warn: AtomicU64,
     started: Instant,
@@ -49,12 +64,31 @@ impl std::fmt::Debug for AccessLog {
     }
 }
 
-fn push_json_str(out: &mut String, s: &str) {
-    // serde_json's escaping: quotes, backslashes, control characters; always one line.
-    match serde_json::to_string(s) {
-        Ok(q) => out.push_str(&q),
-        Err(_) => out.push_str("\"\""),
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        self.queue.stop.store(true, Ordering::Release);
+        self.queue.wake.notify_all();
     }
+}
+
+/// Appends `s` as a JSON string (quotes, backslashes and control characters
+/// escaped), so a record is always exactly one line.
+fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' || c == '\u{2028}' || c == '\u{2029}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 fn push_opt_str(out: &mut String, s: Option<&str>) {
@@ -133,13 +167,22 @@ impl AccessLog {
     /// Opens the log and starts the writer thread.
     pub fn start(cfg: &AccessLogConfig, metrics: Arc<Metrics>) -> io::Result<Self> {
         let sink = Sink::open(cfg.clone())?;
-        let (tx, rx) = sync_channel(QUEUE);
-        let m = metrics.clone();
+        let queue = Arc::new(Queue {
+            lines: Mutex::new(Vec::with_capacity(1024)),
+            reopen: Mutex::new(None),
+            asked: AtomicU64::new(0),
+            done: Mutex::new(0),
+            done_cv: Condvar::new(),
+            wake: Condvar::new(),
+            wake_lock: Mutex::new(()),
+            stop: AtomicBool::new(false),
+        });
+        let (q, m) = (queue.clone(), metrics.clone());
         std::thread::Builder::new()
             .name("keygate-access-log".into())
-            .spawn(move || writer(sink, rx, m))?;
+            .spawn(move || writer(sink, &q, &m))?;
         Ok(Self {
-            tx,
+            queue,
             metrics,
             last_warn: AtomicU64::new(0),
             started: Instant::now(),
@@ -161,27 +204,40 @@ impl AccessLog {
         }
     }
 
-    /// Queues a record; never blocks.
+    /// Queues a record; never blocks on I/O.
     pub fn record(&self, r: &Record) {
-        match self.tx.try_send(Msg::Line(format_record(r))) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.metrics.access_log_dropped.inc();
-                self.warn_dropped();
-            }
+        let line = format_record(r);
+        let mut q = lock(&self.queue.lines);
+        if q.len() < QUEUE {
+            q.push(line);
+        } else {
+            drop(q);
+            self.metrics.access_log_dropped.inc();
+            self.warn_dropped();
         }
     }
 
     /// Reopens the file (after logrotate moved it, or with a new config).
     pub fn reopen(&self, cfg: &AccessLogConfig) {
-        let _ = self.tx.send(Msg::Reopen(cfg.clone()));
+        *lock(&self.queue.reopen) = Some(cfg.clone());
+        self.queue.wake.notify_all();
     }
 
-    /// Waits up to `timeout` for every queued record to be written.
+    /// Waits up to `timeout` for every record queued so far to be written.
     pub fn flush(&self, timeout: Duration) {
-        let (ack, done) = sync_channel(1);
-        if self.tx.send(Msg::Flush(ack)).is_ok() {
-            let _ = done.recv_timeout(timeout);
+        let ticket = self.queue.asked.fetch_add(1, Ordering::AcqRel) + 1;
+        self.queue.wake.notify_all();
+        let deadline = Instant::now() + timeout;
+        let mut done = lock(&self.queue.done);
+        while *done < ticket {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            done = match self.queue.done_cv.wait_timeout(done, left) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
         }
     }
 }
@@ -272,58 +328,51 @@ impl Sink {
     }
 }
 
-/// Lines per write at most; a batch never spans a rotation by more than this.
-const BATCH_LINES: usize = 256;
-
-fn writer(mut sink: Sink, rx: Receiver<Msg>, metrics: Arc<Metrics>) {
-    let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
-    let mut lines = 0u64;
+fn writer(mut sink: Sink, q: &Queue, metrics: &Metrics) {
+    let mut spare: Vec<String> = Vec::with_capacity(1024);
+    let mut batch: Vec<u8> = Vec::with_capacity(256 * 1024);
     let mut last_warn: Option<Instant> = None;
-    let mut flush = |sink: &mut Sink, batch: &mut Vec<u8>, lines: &mut u64| {
-        if batch.is_empty() {
+    loop {
+        let stopping = q.stop.load(Ordering::Acquire);
+        let asked = q.asked.load(Ordering::Acquire);
+        if let Some(cfg) = lock(&q.reopen).take() {
+            sink.cfg = cfg;
+            if let Err(e) = sink.reopen() {
+                tracing::warn!(error = %e, "access log reopen failed");
+            }
+        }
+        // Take everything queued, leaving an empty vector in its place.
+        std::mem::swap(&mut *lock(&q.lines), &mut spare);
+        if !spare.is_empty() {
+            let n = spare.len() as u64;
+            batch.clear();
+            for l in spare.drain(..) {
+                batch.extend_from_slice(l.as_bytes());
+            }
+            match sink.write_batch(&batch) {
+                Ok(()) => metrics.access_log_records.inc_by(n),
+                Err(e) => {
+                    metrics.access_log_dropped.inc_by(n);
+                    // Reopen next time: the file may have been removed or the disk fixed.
+                    sink.out = None;
+                    if last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                        tracing::warn!(error = %e, "access log write failed; records are being dropped (keygate_access_log_dropped_total)");
+                        last_warn = Some(Instant::now());
+                    }
+                }
+            }
+        }
+        {
+            let mut done = lock(&q.done);
+            if *done < asked {
+                *done = asked;
+                q.done_cv.notify_all();
+            }
+        }
+        if stopping {
             return;
         }
-        match sink.write_batch(batch) {
-            Ok(()) => metrics.access_log_records.inc_by(*lines),
-            Err(e) => {
-                metrics.access_log_dropped.inc_by(*lines);
-                // Reopen next time: the file may have been removed or the disk fixed.
-                sink.out = None;
-                if last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
-                    tracing::warn!(error = %e, "access log write failed; records are being dropped (keygate_access_log_dropped_total)");
-                    last_warn = Some(Instant::now());
-                }
-            }
-        }
-        batch.clear();
-        *lines = 0;
-    };
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                Msg::Line(l) => {
-                    batch.extend_from_slice(l.as_bytes());
-                    lines += 1;
-                    if lines as usize >= BATCH_LINES {
-                        flush(&mut sink, &mut batch, &mut lines);
-                    }
-                }
-                Msg::Reopen(cfg) => {
-                    flush(&mut sink, &mut batch, &mut lines);
-                    sink.cfg = cfg;
-                    if let Err(e) = sink.reopen() {
-                        tracing::warn!(error = %e, "access log reopen failed");
-                    }
-                }
-                Msg::Flush(ack) => {
-                    flush(&mut sink, &mut batch, &mut lines);
-                    let _ = ack.send(());
-                }
-            }
-            next = rx.try_recv().ok();
-        }
-        flush(&mut sink, &mut batch, &mut lines);
+        let g = lock(&q.wake_lock);
+        let _ = q.wake.wait_timeout(g, TICK);
     }
-    flush(&mut sink, &mut batch, &mut lines);
 }

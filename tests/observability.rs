@@ -218,6 +218,7 @@ async fn send_many(addr: std::net::SocketAddr, n: usize) -> usize {
             .header("x-api-key", SECRET_ALL)
             .body(Full::new(Bytes::new()))
             .unwrap();
+        send.ready().await.unwrap();
         let res = send.send_request(req).await.unwrap();
         if res.status() == 200 {
             ok += 1;
