@@ -61,7 +61,7 @@ YAML
 printf 'keys: []\n' >"$conf/keys.yaml"
 chmod 0755 "$conf"; chmod 0644 "$conf"/*.yaml
 cid=$("${PODMAN[@]}" run -d --rm "${LIMITS[@]}" --network host --read-only --user 65532:65532 \
-  -v "$conf:/etc/keygate:ro" --tmpfs /var/lib/keygate:uid=65532 --tmpfs /var/log/keygate:uid=65532 \
+  -v "$conf:/etc/keygate:ro" --tmpfs /var/lib/keygate:rw,mode=1777 --tmpfs /var/log/keygate:rw,mode=1777 \
   "$IMAGE")
 trap '"${PODMAN[@]}" stop -t 2 "$cid" >/dev/null 2>&1 || true; rm -rf "$conf"' EXIT
 code=000

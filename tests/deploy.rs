@@ -90,3 +90,74 @@ fn compose_files_pass_check() {
     let (ok, out) = check(&dir);
     assert!(ok, "{out}");
 }
+
+/// `kustomize build`, the part this example uses: every listed resource exists and
+/// parses, and the pieces refer to each other correctly.
+#[test]
+fn kustomization_renders_and_pieces_fit() {
+    let k = manifest("kustomization.yaml");
+    let resources: Vec<String> = k["resources"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    let listed: std::collections::BTreeSet<&str> = resources.iter().map(String::as_str).collect();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name != "kustomization.yaml" {
+            assert!(
+                listed.contains(name.as_str()),
+                "{name} is not in kustomization.yaml"
+            );
+        }
+    }
+    let docs: Vec<serde_yaml::Value> = resources.iter().map(|r| manifest(r)).collect();
+    let by_kind = |kind: &str| docs.iter().find(|d| d["kind"] == kind).unwrap().clone();
+    let deploy = by_kind("Deployment");
+    let service = by_kind("Service");
+    let monitor = by_kind("ServiceMonitor");
+    let pod_labels = &deploy["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in service["spec"]["selector"].as_mapping().unwrap() {
+        assert_eq!(&pod_labels[k], v, "the Service selects the pods");
+    }
+    for (k, v) in monitor["spec"]["selector"]["matchLabels"]
+        .as_mapping()
+        .unwrap()
+    {
+        assert_eq!(
+            &service["metadata"]["labels"][k], v,
+            "the ServiceMonitor selects the Service"
+        );
+    }
+    let port_names: Vec<&str> = service["spec"]["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(port_names.contains(&monitor["spec"]["endpoints"][0]["port"].as_str().unwrap()));
+    // The keygate container: probes on the metrics port, hardened, no subPath mounts.
+    let containers = deploy["spec"]["template"]["spec"]["containers"]
+        .as_sequence()
+        .unwrap();
+    let kg = containers.iter().find(|c| c["name"] == "keygate").unwrap();
+    assert_eq!(kg["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(kg["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(kg["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(kg["securityContext"]["allowPrivilegeEscalation"], false);
+    for m in kg["volumeMounts"].as_sequence().unwrap() {
+        assert!(
+            m.get("subPath").is_none(),
+            "no subPath: updates must reach the pod"
+        );
+    }
+    let grace = deploy["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        grace >= 5 + 20,
+        "grace period covers shutdown_delay + shutdown"
+    );
+}
