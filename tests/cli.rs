@@ -69,7 +69,11 @@ fn check_rejects_each_kind_of_bad_file() {
         let (code, _, err) = check(&dir);
         assert_eq!(code, 1, "{want}: {err}");
         assert!(err.contains(want), "want {want:?} in {err:?}");
-        assert!(err.contains("keys.yaml"), "names the file: {err}");
+        let at = err.find("keys.yaml:").expect("names the file");
+        assert!(
+            err[at + "keys.yaml:".len()..].starts_with(|c: char| c.is_ascii_digit()),
+            "names the line: {err}"
+        );
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     }
 }

@@ -20,6 +20,10 @@ pub struct KeysFile {
     pub api_enabled: bool,
     #[serde(default)]
     pub keys: Vec<KeyEntry>,
+    /// Where each entry of `keys:` starts in the text (line, column), for errors
+    /// that name an entry. Empty for flow-style lists.
+    #[serde(skip)]
+    pub entry_positions: Vec<(usize, usize)>,
 }
 
 /// A per-key rate in keys.yaml.
@@ -71,8 +75,34 @@ impl KeysFile {
             return Ok(Self {
                 api_enabled: true,
                 keys: Vec::new(),
+                entry_positions: Vec::new(),
             });
         }
-        parse_yaml(path, text)
+        let mut file: Self = parse_yaml(path, text)?;
+        file.entry_positions = entry_positions(text);
+        if file.entry_positions.len() != file.keys.len() {
+            file.entry_positions.clear();
+        }
+        Ok(file)
     }
+}
+
+/// Line and column of each `- ` item of the top-level block list `keys:`.
+fn entry_positions(text: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut in_keys = false;
+    let mut indent: Option<usize> = None;
+    for (n, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        let col = line.len() - trimmed.len();
+        if col == 0 && !trimmed.is_empty() && !trimmed.starts_with('#') && !trimmed.starts_with('-') {
+            in_keys = trimmed.starts_with("keys:");
+            continue;
+        }
+        if in_keys && (trimmed == "-" || trimmed.starts_with("- ")) && indent.is_none_or(|i| i == col) {
+            indent = Some(col);
+            out.push((n + 1, col + 1));
+        }
+    }
+    out
 }

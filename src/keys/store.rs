@@ -96,7 +96,11 @@ impl KeySet {
         };
         let mut names: HashMap<String, usize> = HashMap::with_capacity(file.keys.len());
         for (i, e) in file.keys.iter().enumerate() {
-            let err = |m: String| LoadError::new(path, format!("keys[{i}] (id {}): {m}", e.id));
+            let err = |m: String| LoadError {
+                file: path.to_path_buf(),
+                line: file.entry_positions.get(i).copied(),
+                message: format!("keys[{i}] (id {}): {m}", e.id),
+            };
             let id = KeyId::parse(&e.id).map_err(err)?;
             if set.by_id.contains_key(&id) {
                 return Err(err("id is used by an earlier key".into()));
@@ -282,7 +286,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "keys.yaml: keys[0] (id k7f3a9c1e): permissions.jobs: unknown level \"admin\" (use none, read or write)"
+            "keys.yaml:2:1: keys[0] (id k7f3a9c1e): permissions.jobs: unknown level \"admin\" (use none, read or write)"
         );
         let e = build(&format!(
             "keys:\n- id: a\n  name: Z\n  secret: {SECRET}\n  permissions: {{nope: read}}\n"
