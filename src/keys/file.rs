@@ -95,11 +95,15 @@ fn entry_positions(text: &str) -> Vec<(usize, usize)> {
     for (n, line) in text.lines().enumerate() {
         let trimmed = line.trim_start();
         let col = line.len() - trimmed.len();
-        if col == 0 && !trimmed.is_empty() && !trimmed.starts_with('#') && !trimmed.starts_with('-') {
+        if col == 0 && !trimmed.is_empty() && !trimmed.starts_with('#') && !trimmed.starts_with('-')
+        {
             in_keys = trimmed.starts_with("keys:");
             continue;
         }
-        if in_keys && (trimmed == "-" || trimmed.starts_with("- ")) && indent.is_none_or(|i| i == col) {
+        if in_keys
+            && (trimmed == "-" || trimmed.starts_with("- "))
+            && indent.is_none_or(|i| i == col)
+        {
             indent = Some(col);
             out.push((n + 1, col + 1));
         }
