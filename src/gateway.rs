@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::accesslog::AccessLog;
+use crate::admin::Admin;
 use crate::config::LoadError;
 use crate::metrics::Metrics;
 use crate::ops;
@@ -67,6 +68,7 @@ pub struct Gateway {
     pub shared: Arc<Shared>,
     pub public_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     stop_accepting: watch::Sender<bool>,
     public_task: JoinHandle<()>,
     ops_task: JoinHandle<()>,
@@ -97,6 +99,14 @@ impl Gateway {
         };
         let public = bind("listen", cfg.listen).await?;
         let ops_listener = bind("metrics.listen", cfg.metrics_listen).await?;
+        let admin_listener = bind("admin.listen", cfg.admin.listen).await?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                what: "admin.listen",
+                addr: cfg.admin.listen,
+                source,
+            })?;
         let public_addr = public.local_addr().map_err(|source| StartError::Bind {
             what: "listen",
             addr: cfg.listen,
@@ -139,12 +149,18 @@ impl Gateway {
         let public_task = tokio::spawn(server::serve(public, tls, shared.clone(), rx));
         tokio::spawn(keys::watch::watch(shared.clone()));
         tokio::spawn(flush_last_used(shared.clone()));
-        let ops_task = tokio::spawn(ops::serve(ops_listener, shared.clone(), ops_rx));
-        tracing::info!(%public_addr, %metrics_addr, upstream = %cfg.upstream.authority, keys = shared.snapshot().keys.len(), "keygate is serving");
+        let ops_task = tokio::spawn(ops::serve(ops_listener, shared.clone(), ops_rx.clone()));
+        let admin = Arc::new(Admin::new(shared.clone()));
+        if !admin.enabled() {
+            tracing::info!(env = %cfg.admin.token_env, "admin API off (no token set); the console at / still loads");
+        }
+        tokio::spawn(crate::admin::serve(admin_listener, admin, ops_rx));
+        tracing::info!(%public_addr, %metrics_addr, %admin_addr, upstream = %cfg.upstream.authority, keys = shared.snapshot().keys.len(), "keygate is serving");
         Ok(Self {
             shared,
             public_addr,
             metrics_addr,
+            admin_addr,
             stop_accepting,
             public_task,
             ops_task,

@@ -17,6 +17,7 @@
 //! [`gateway`] starts and stops everything in-process, for `main.rs` and the tests.
 
 pub mod accesslog;
+pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod cli;

@@ -19,6 +19,8 @@ use crate::output;
 #[derive(Debug, Deserialize)]
 pub struct Line {
     pub ts: String,
+    #[serde(default)]
+    pub request_id: String,
     pub method: String,
     pub path: String,
     pub status: u16,
@@ -170,14 +172,25 @@ fn lines_backwards(file: &Path, mut each: impl FnMut(&[u8]) -> bool) -> std::io:
     Ok(true)
 }
 
-/// The newest `limit` records that pass `filter`, newest first (raw line, parsed).
-pub fn newest(path: &Path, filter: &Filter, limit: usize) -> std::io::Result<Vec<(String, Line)>> {
+/// The newest `limit` records that pass `filter`, newest first (raw line, parsed);
+/// with `before` (a request id, the cursor), only records older than that one.
+pub fn newest(
+    path: &Path,
+    filter: &Filter,
+    limit: usize,
+    before: Option<&str>,
+) -> std::io::Result<Vec<(String, Line)>> {
     let mut out = Vec::new();
+    let mut skipping = before.is_some();
     for file in files(path) {
         let go_on = lines_backwards(&file, |raw| {
             let Ok(line) = serde_json::from_slice::<Line>(raw) else {
                 return true; // not a record (a torn line): skip it
             };
+            if skipping {
+                skipping = before != Some(line.request_id.as_str());
+                return true;
+            }
             match filter.check(&line) {
                 None => false,
                 Some(true) => {
@@ -253,7 +266,8 @@ pub fn run(
     json: bool,
     follow: bool,
 ) -> Result<(), String> {
-    let found = newest(path, filter, limit).map_err(|e| format!("{}: {e}", path.display()))?;
+    let found =
+        newest(path, filter, limit, None).map_err(|e| format!("{}: {e}", path.display()))?;
     if follow {
         // Recent records oldest first, then new ones as they come.
         for (raw, line) in found.iter().rev() {

@@ -61,6 +61,8 @@ pub enum RevealError {
     )]
     NoSealKey { name: String },
     #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
     Other(String),
 }
 
@@ -98,9 +100,7 @@ fn find(file: &KeysFile, selector: &str) -> Option<usize> {
 }
 
 fn not_found(selector: &str) -> WriteError {
-    WriteError::Rejected(format!(
-        "no key with id or name {selector:?} (see `keygate keys list`)"
-    ))
+    WriteError::NotFound(selector.to_string())
 }
 
 fn levels_to_strings(m: &BTreeMap<String, Level>) -> BTreeMap<String, String> {

@@ -16,6 +16,33 @@ use crate::keys::{KgFormatError, Level};
 use crate::policy::ALLOWED_METHODS;
 use crate::record::Decision;
 
+/// The one error shape of keygate's own answers (data plane and admin API):
+/// `{"error": {"status", "code", "message", "request_id"}}`, JSON, not cached.
+pub fn error_response(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    request_id: &HeaderValue,
+) -> Response<ResBody> {
+    let body = serde_json::json!({
+        "error": {
+            "status": status.as_u16(),
+            "code": code,
+            "message": message,
+            "request_id": request_id.to_str().unwrap_or(""),
+        }
+    });
+    let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
+    bytes.push(b'\n');
+    let mut res = Response::new(ResBody::full(Bytes::from(bytes)));
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(crate::requestid::HEADER, request_id.clone());
+    res
+}
+
 /// Why a presented key is malformed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Malformed {
@@ -224,22 +251,8 @@ impl Reject {
     /// body that was not read must never be parsed as the next request).
     pub fn into_response(self, request_id: &HeaderValue, close: bool) -> Response<ResBody> {
         let parts = self.parts();
-        let body = serde_json::json!({
-            "error": {
-                "status": parts.status.as_u16(),
-                "code": parts.code,
-                "message": parts.message,
-                "request_id": request_id.to_str().unwrap_or(""),
-            }
-        });
-        let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
-        bytes.push(b'\n');
-        let mut res = Response::new(ResBody::full(Bytes::from(bytes)));
-        *res.status_mut() = parts.status;
+        let mut res = error_response(parts.status, parts.code, &parts.message, request_id);
         let h = res.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        h.insert(crate::requestid::HEADER, request_id.clone());
         match &self {
             Self::ApiDisabled
             | Self::MissingKey

@@ -21,9 +21,12 @@ pub enum WriteError {
     ReadOnly(PathBuf),
     #[error("{0}")]
     Invalid(#[from] LoadError),
-    /// The request does not fit the keys (unknown key, duplicate name…).
+    /// The request does not fit the keys (duplicate name, bad value…).
     #[error("{0}")]
     Rejected(String),
+    /// No key with this id or name.
+    #[error("no key with id or name {0:?} (see `keygate keys list`)")]
+    NotFound(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

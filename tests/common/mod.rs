@@ -511,17 +511,24 @@ pub struct Spawned {
     pub child: std::process::Child,
     pub public: SocketAddr,
     pub metrics: SocketAddr,
+    pub admin: SocketAddr,
     pub stderr: Arc<Mutex<String>>,
 }
 
 impl Spawned {
     pub fn start(config: &Path) -> Self {
+        Self::start_with_env(config, &[])
+    }
+
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Self {
         use std::io::BufRead;
         use std::process::{Command, Stdio};
         let mut child = Command::new(env!("CARGO_BIN_EXE_keygate"))
             .arg("-c")
             .arg(config)
             .arg("serve")
+            .env_remove("KEYGATE_ADMIN_TOKEN")
+            .envs(env.iter().copied())
             .env("KEYGATE_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -540,17 +547,20 @@ impl Spawned {
                         let i = line.find(name)? + name.len();
                         line[i..].split_whitespace().next()?.parse().ok()
                     };
-                    if let (Some(p), Some(m), Some(tx)) =
-                        (field("public_addr="), field("metrics_addr="), tx.take())
-                    {
-                        let _ = tx.send((p, m));
+                    if let (Some(p), Some(m), Some(a), Some(tx)) = (
+                        field("public_addr="),
+                        field("metrics_addr="),
+                        field("admin_addr="),
+                        tx.take(),
+                    ) {
+                        let _ = tx.send((p, m, a));
                     }
                 }
                 log.lock().unwrap().push_str(&line);
                 log.lock().unwrap().push('\n');
             }
         });
-        let (public, metrics) = match rx.recv_timeout(Duration::from_secs(20)) {
+        let (public, metrics, admin) = match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(x) => x,
             Err(_) => {
                 let _ = child.kill();
@@ -561,6 +571,7 @@ impl Spawned {
             child,
             public,
             metrics,
+            admin,
             stderr,
         }
     }
