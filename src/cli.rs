@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// keygate: an API-key gateway that runs beside your app.
 ///
@@ -50,35 +50,7 @@ pub enum Command {
         state: ApiState,
     },
     /// Show the API request log, newest first (the "API Logs" page).
-    Logs {
-        /// Only paths containing this text.
-        #[arg(long)]
-        path: Option<String>,
-        /// Only this method (GET, POST…).
-        #[arg(long)]
-        method: Option<String>,
-        /// Only this status (404) or class (4xx).
-        #[arg(long)]
-        status: Option<String>,
-        /// Only this key (name or id).
-        #[arg(long)]
-        key: Option<String>,
-        /// Only records newer than this: 30m, 1h, 2d, or an RFC 3339 time.
-        #[arg(long)]
-        since: Option<String>,
-        /// Only requests that took longer than this (500ms, 2s).
-        #[arg(long, value_name = "DURATION")]
-        slower_than: Option<String>,
-        /// How many records at most.
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-        /// Keep printing new records as they arrive.
-        #[arg(long, short)]
-        follow: bool,
-        /// Print the records as JSON lines.
-        #[arg(long)]
-        json: bool,
-    },
+    Logs(LogsArgs),
     /// Run a self-contained demo: a sample API as upstream, two sample keys, and
     /// ready-to-paste curl commands. Needs no files. Ctrl-C stops it.
     Demo {
@@ -167,4 +139,36 @@ pub enum KeysCommand {
         #[arg(value_name = "ID|NAME")]
         key: String,
     },
+}
+
+/// The arguments of `keygate logs`.
+#[derive(Debug, Default, Args)]
+pub struct LogsArgs {
+    /// Only paths containing this text.
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Only this method (GET, POST…).
+    #[arg(long)]
+    pub method: Option<String>,
+    /// Only this status (404) or class (4xx).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only this key (name or id).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Only records newer than this: 30m, 1h, 2d, or an RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only requests that took longer than this (500ms, 2s).
+    #[arg(long, value_name = "DURATION")]
+    pub slower_than: Option<String>,
+    /// How many records at most.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Keep printing new records as they arrive.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Print the records as JSON lines.
+    #[arg(long)]
+    pub json: bool,
 }

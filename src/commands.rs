@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
-use crate::cli::{ApiState, KeysCommand};
+use crate::cli::{ApiState, KeysCommand, LogsArgs};
 use crate::config::Config;
 use crate::keys::file::{KeyEntry, KeyRateFile};
 use crate::keys::{Level, masked};
@@ -368,20 +368,6 @@ pub fn api(config_path: &Path, want: ApiState) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// The arguments of `keygate logs`.
-#[derive(Debug, Default)]
-pub struct LogsArgs {
-    pub path: Option<String>,
-    pub method: Option<String>,
-    pub status: Option<String>,
-    pub key: Option<String>,
-    pub since: Option<String>,
-    pub slower_than: Option<String>,
-    pub limit: usize,
-    pub follow: bool,
-    pub json: bool,
 }
 
 pub fn logs(config_path: &Path, a: LogsArgs) -> Result<(), String> {

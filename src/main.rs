@@ -24,30 +24,7 @@ fn main() -> ExitCode {
         Command::Demo { port } => runtime().and_then(|rt| rt.block_on(demo::run(port))),
         Command::Keys(cmd) => commands::keys(&config_path, cmd),
         Command::Api { state } => commands::api(&config_path, state),
-        Command::Logs {
-            path,
-            method,
-            status,
-            key,
-            since,
-            slower_than,
-            limit,
-            follow,
-            json,
-        } => commands::logs(
-            &config_path,
-            commands::LogsArgs {
-                path,
-                method,
-                status,
-                key,
-                since,
-                slower_than,
-                limit,
-                follow,
-                json,
-            },
-        ),
+        Command::Logs(args) => commands::logs(&config_path, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

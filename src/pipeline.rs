@@ -143,20 +143,22 @@ async fn run(
             .iter()
             .any(|v| hygiene::bearer_token(v.as_bytes()).is_some());
 
+    // Forwarding without a key (public paths, a forwarded preflight).
+    let unkeyed = Forward {
+        path: &path,
+        key: None,
+        category: None,
+        client,
+        tls: conn.tls,
+        request_id,
+        bearer_key,
+        websocket: false,
+    };
+
     // 2. Public paths: no key, any method, even with the API off.
     let route = policy.route(&path);
     if route == Route::Public {
-        let fwd = Forward {
-            path: &path,
-            key: None,
-            category: None,
-            client,
-            tls: conn.tls,
-            request_id,
-            bearer_key,
-            websocket: false,
-        };
-        return forward(shared, snap, fwd, req, fin)
+        return forward(shared, snap, unkeyed, req, fin)
             .await
             .map(|r| (r, Decision::Public));
     }
@@ -166,17 +168,7 @@ async fn run(
         return Err(Reject::ApiDisabled);
     }
     if policy.preflight == Preflight::Forward && presented_owned.is_none() && is_preflight(&req) {
-        let fwd = Forward {
-            path: &path,
-            key: None,
-            category: None,
-            client,
-            tls: conn.tls,
-            request_id,
-            bearer_key,
-            websocket: false,
-        };
-        return forward(shared, snap, fwd, req, fin)
+        return forward(shared, snap, unkeyed, req, fin)
             .await
             .map(|r| (r, Decision::Public));
     }
@@ -235,14 +227,10 @@ async fn run(
 
     // 8. Forward (a WebSocket handshake too: authorised above as the GET it is).
     let fwd = Forward {
-        path: &path,
         key: Some(&key),
         category: category_name.as_deref(),
-        client,
-        tls: conn.tls,
-        request_id,
-        bearer_key,
         websocket: conn.http1 && proxy::is_websocket_upgrade(&req),
+        ..unkeyed
     };
     forward(shared, snap, fwd, req, fin)
         .await
