@@ -220,10 +220,10 @@ pub enum HeaderError {
     TooLarge,
 }
 
-const OVERRIDE_HEADERS: [&str; 3] = [
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
+const OVERRIDE_HEADERS: [http::HeaderName; 3] = [
+    http::HeaderName::from_static("x-http-method-override"),
+    http::HeaderName::from_static("x-http-method"),
+    http::HeaderName::from_static("x-method-override"),
 ];
 
 /// A presented key candidate, as received (not yet checked).
@@ -250,7 +250,7 @@ pub fn check_headers<'a>(
     if size > max_header_bytes {
         return Err(HeaderError::TooLarge);
     }
-    if OVERRIDE_HEADERS.iter().any(|h| headers.contains_key(*h)) {
+    if OVERRIDE_HEADERS.iter().any(|h| headers.contains_key(h)) {
         return Err(HeaderError::MethodOverride);
     }
     if is_http1

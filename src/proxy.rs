@@ -63,16 +63,23 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Client-supplied headers that could make the upstream believe the wrong thing
 /// about who sent the request or which resource it names.
-const SPOOFABLE: [&str; 8] = [
-    "forwarded",
-    "x-real-ip",
-    "true-client-ip",
-    "client-ip",
-    "x-forwarded-host",
-    "x-forwarded-prefix",
-    "x-original-url",
-    "x-rewrite-url",
+const SPOOFABLE: [HeaderName; 8] = [
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("client-ip"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
 ];
+
+// Headers keygate adds, as ready-made names (no parsing per request).
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_KEYGATE_KEY_ID: HeaderName = HeaderName::from_static("x-keygate-key-id");
+const X_KEYGATE_KEY_NAME: HeaderName = HeaderName::from_static("x-keygate-key-name");
+const X_KEYGATE_CATEGORY: HeaderName = HeaderName::from_static("x-keygate-category");
 
 /// Removes hop-by-hop headers and those named in `Connection`; `keep_upgrade` leaves
 /// `Connection: upgrade` and `Upgrade` in place (a WebSocket handshake, a `101`).
@@ -136,7 +143,7 @@ pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Clie
         };
     }
     let mut list: Vec<&str> = Vec::new();
-    for v in headers.get_all("x-forwarded-for") {
+    for v in headers.get_all(X_FORWARDED_FOR) {
         let Ok(s) = v.to_str() else { continue };
         list.extend(s.split(',').map(str::trim).filter(|s| !s.is_empty()));
     }
@@ -224,7 +231,7 @@ pub fn rewrite_request(
     for n in odd {
         h.remove(n);
     }
-    for n in SPOOFABLE {
+    for n in &SPOOFABLE {
         h.remove(n);
     }
     if !config.auth.forward_key {
@@ -241,17 +248,17 @@ pub fn rewrite_request(
         }
     }
     if let Some(k) = fwd.key {
-        h.insert("x-keygate-key-id", k.id_header.clone());
-        h.insert("x-keygate-key-name", k.name_header.clone());
+        h.insert(X_KEYGATE_KEY_ID, k.id_header.clone());
+        h.insert(X_KEYGATE_KEY_NAME, k.name_header.clone());
     }
     if let Some(c) = fwd.category
         && let Ok(v) = HeaderValue::from_str(c)
     {
-        h.insert("x-keygate-category", v);
+        h.insert(X_KEYGATE_CATEGORY, v);
     }
-    h.insert("x-forwarded-for", fwd.client.forwarded_for.clone());
+    h.insert(X_FORWARDED_FOR, fwd.client.forwarded_for.clone());
     h.insert(
-        "x-forwarded-proto",
+        X_FORWARDED_PROTO,
         HeaderValue::from_static(if fwd.tls { "https" } else { "http" }),
     );
     h.insert(requestid::HEADER, fwd.request_id.clone());
