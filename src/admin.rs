@@ -8,6 +8,7 @@
 //! Fails closed: with no token configured the API answers `404 admin_api_disabled`.
 
 pub mod api;
+mod logs;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
