@@ -130,21 +130,6 @@ fn masked_key(e: &KeyEntry) -> String {
     }
 }
 
-fn print_table(rows: &[Vec<String>]) {
-    let cols = rows.first().map_or(0, Vec::len);
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}", w = *w))
-            .collect();
-        output::line(line.join("  ").trim_end());
-    }
-}
-
 fn confirm(question: &str) -> bool {
     let mut err = std::io::stderr();
     let _ = write!(err, "{question} [y/N] ");
@@ -234,7 +219,7 @@ pub fn keys(config_path: &Path, cmd: KeysCommand) -> Result<(), String> {
                         e.created_at.clone().unwrap_or_else(|| "-".into()),
                     ]);
                 }
-                print_table(&rows);
+                output::table(&rows);
             }
             if !file.api_enabled {
                 output::line("API access is switched OFF: every key is refused (keygate api on).");

@@ -228,17 +228,6 @@ fn row(l: &Line) -> Vec<String> {
     ]
 }
 
-fn print_rows(rows: &[Vec<String>], widths: &[usize]) {
-    for r in rows {
-        let cells: Vec<String> = r
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}", w = *w))
-            .collect();
-        output::line(cells.join("  ").trim_end());
-    }
-}
-
 const HEADER: [&str; 7] = [
     "PATH",
     "CREATED AT",
@@ -252,10 +241,7 @@ const HEADER: [&str; 7] = [
 fn table(lines: &[&Line]) {
     let mut rows = vec![HEADER.map(String::from).to_vec()];
     rows.extend(lines.iter().map(|l| row(l)));
-    let widths: Vec<usize> = (0..HEADER.len())
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    print_rows(&rows, &widths);
+    output::table(&rows);
 }
 
 /// Prints the newest records (newest first), or follows the log.
