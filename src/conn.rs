@@ -29,61 +29,6 @@ use crate::metrics::ConnError;
 use crate::pipeline::{self, ConnInfo};
 use crate::snapshot::Shared;
 
-/// Reads replay `prefix` first, then the stream.
-#[derive(Debug)]
-pub struct Rewind<T> {
-    prefix: Bytes,
-    inner: T,
-}
-
-impl<T> Rewind<T> {
-    pub fn new(prefix: Bytes, inner: T) -> Self {
-        Self { prefix, inner }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            let chunk = self.prefix.split_to(n);
-            buf.put_slice(&chunk);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
 /// Activity of one connection: requests in flight, when the last one ended, and
 /// when the bytes of a next HTTP/1 request head began to arrive.
 #[derive(Debug)]
@@ -149,19 +94,31 @@ impl ConnState {
     }
 }
 
-/// Notes when bytes of a new HTTP/1 request head arrive.
+/// The connection as hyper sees it: first replays the bytes read while detecting
+/// the protocol, then reads the stream; notes when bytes of a new HTTP/1 request
+/// head arrive.
 #[derive(Debug)]
-pub struct Activity<T> {
+pub struct ConnIo<T> {
+    prefix: Bytes,
     inner: T,
     state: Option<Arc<ConnState>>,
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Activity<T> {
+impl<T: AsyncRead + Unpin> AsyncRead for ConnIo<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let chunk = self.prefix.split_to(n);
+            buf.put_slice(&chunk);
+            if let Some(s) = &self.state {
+                s.bytes_read();
+            }
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before
@@ -173,7 +130,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Activity<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Activity<T> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for ConnIo<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -224,9 +181,10 @@ fn deadline(state: &ConnState, header_read: Duration, idle: Duration) -> Option<
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves HTTP on an established (and, for TLS, handshaken) connection accepted at
-/// `accepted`.
+/// `accepted`; `prefix` holds the bytes already read to detect the protocol.
 pub async fn serve<T>(
     io: T,
+    prefix: Bytes,
     accepted: Instant,
     proto: Proto,
     info: ConnInfo,
@@ -240,7 +198,8 @@ pub async fn serve<T>(
     let header_read = cfg.timeouts.client_header_read;
     let idle = cfg.timeouts.idle;
     let state = ConnState::new(accepted);
-    let io = TokioIo::new(Activity {
+    let io = TokioIo::new(ConnIo {
+        prefix,
         inner: io,
         // HTTP/2 frames (pings, window updates) arrive between requests: only
         // HTTP/1 uses bytes to spot a request head.

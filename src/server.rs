@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::conn::{self, Proto, Rewind};
+use crate::conn::{self, Proto};
 use crate::metrics::ConnError;
 use crate::pipeline::ConnInfo;
 use crate::snapshot::Shared;
@@ -116,7 +116,7 @@ async fn accept_conn(
                 tls: true,
                 http1: proto == Proto::Http1,
             };
-            conn::serve(tls, accepted, proto, info, shared, shutdown).await;
+            conn::serve(tls, Bytes::new(), accepted, proto, info, shared, shutdown).await;
         }
         None => {
             let (proto, prefix) = match tokio::time::timeout(header_read, sniff(&mut stream)).await
@@ -137,15 +137,7 @@ async fn accept_conn(
                 tls: false,
                 http1: proto == Proto::Http1,
             };
-            conn::serve(
-                Rewind::new(prefix, stream),
-                accepted,
-                proto,
-                info,
-                shared,
-                shutdown,
-            )
-            .await;
+            conn::serve(stream, prefix, accepted, proto, info, shared, shutdown).await;
         }
     }
 }

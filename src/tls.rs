@@ -2,9 +2,9 @@
 //! the old one) and the client configuration for an https upstream (system roots, or
 //! `upstream_ca_file`). rustls with the ring provider.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
@@ -15,6 +15,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::config::TlsPaths;
+use crate::keys::watch::{Identity, identity};
 use crate::metrics::Metrics;
 
 fn provider() -> Arc<CryptoProvider> {
@@ -56,14 +57,10 @@ impl ResolvesServerCert for CertResolver {
     }
 }
 
-/// What identifies a version of the files: (modified time, length) of each, through
-/// symlinks (a Kubernetes Secret update swaps a symlink).
-fn fingerprint(paths: &TlsPaths) -> Option<[(SystemTime, u64); 2]> {
-    let one = |p: &Path| -> Option<(SystemTime, u64)> {
-        let m = std::fs::metadata(p).ok()?;
-        Some((m.modified().ok()?, m.len()))
-    };
-    Some([one(&paths.cert_file)?, one(&paths.key_file)?])
+/// What identifies a version of the files: device, inode, modification time and
+/// length of each, through symlinks (a Kubernetes Secret update swaps a symlink).
+fn fingerprint(paths: &TlsPaths) -> Option<[Identity; 2]> {
+    Some([identity(&paths.cert_file)?, identity(&paths.key_file)?])
 }
 
 /// The listener's TLS: a server config whose certificate follows the files.
@@ -72,6 +69,8 @@ pub struct ListenerTls {
     pub config: Arc<ServerConfig>,
     resolver: Arc<CertResolver>,
     paths: TlsPaths,
+    /// The version of the files in use (taken before they were read).
+    loaded: Option<[Identity; 2]>,
 }
 
 /// The leaf's expiry (Unix seconds), for the metrics.
@@ -84,6 +83,7 @@ fn expiry(pair: &CertifiedKey) -> f64 {
 
 impl ListenerTls {
     pub fn new(paths: &TlsPaths, metrics: &Metrics) -> Result<Self, String> {
+        let loaded = fingerprint(paths);
         let pair = load_pair(paths)?;
         metrics.tls_cert_expiry.set(expiry(&pair));
         let resolver = Arc::new(CertResolver {
@@ -99,13 +99,14 @@ impl ListenerTls {
             config: Arc::new(config),
             resolver,
             paths: paths.clone(),
+            loaded,
         })
     }
 
     /// Polls the files every `every`; on change loads the new pair, keeping the old
     /// one (and logging once) when the new pair is bad.
     pub async fn watch(self, every: Duration, metrics: Arc<Metrics>) {
-        let mut seen = fingerprint(&self.paths);
+        let mut seen = self.loaded.clone();
         loop {
             tokio::time::sleep(every).await;
             let now = fingerprint(&self.paths);
