@@ -300,19 +300,17 @@ mod tests {
 
     #[test]
     fn checksum_matches_spec_definition() {
-        // crc32("0000…0") computed independently: base62 of the zlib CRC-32.
-        let random = "0".repeat(32);
-        let crc = crc32fast::hash(random.as_bytes());
-        let mut n = u64::from(crc);
-        let mut digits = Vec::new();
-        for _ in 0..6 {
-            digits.push(ALPHABET[(n % 62) as usize]);
-            n /= 62;
-        }
-        digits.reverse();
-        assert_eq!(checksum(random.as_bytes()).to_vec(), digits);
-        // The well-known CRC-32 check value: crc32("123456789") = 0xCBF43926.
-        assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
+        // The example key of SPEC §2, and a vector computed with Python's zlib.crc32.
+        assert_eq!(
+            check_kg("kg_3Xb8u2KQw0pV9sLrT4mZcY1nE6fH7jAd0ukXzw"),
+            Ok(())
+        );
+        assert_eq!(&checksum(b"3Xb8u2KQw0pV9sLrT4mZcY1nE6fH7jAd"), b"0ukXzw");
+        assert_eq!(&checksum("0".repeat(32).as_bytes()), b"2wjyrI");
+        assert_eq!(
+            check_kg("kg_3Xb8u2KQw0pV9sLrT4mZcY1nE6fH7jAd0ukXzx"),
+            Err(KgFormatError::Checksum)
+        );
     }
 
     #[test]
