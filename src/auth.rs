@@ -18,7 +18,7 @@ pub fn authenticate(
 ) -> Result<Arc<KeyRecord>, Reject> {
     let value = match presented {
         Presented::None => return Err(Reject::MissingKey),
-        Presented::One(v) => v,
+        Presented::One { value, .. } => value,
     };
     if value.is_empty() {
         return Err(Reject::MalformedKey(Malformed::Empty));

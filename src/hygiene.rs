@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use http::{HeaderMap, Method, Uri};
+use http::{HeaderMap, Uri};
 
 use crate::config::{AuthConfig, KeyHeader};
 
@@ -90,7 +90,6 @@ pub fn normalize_path(path: &str, allow_non_ascii: bool) -> Result<Cow<'_, str>,
     }
     let mut out: Vec<u8> = Vec::with_capacity(raw.len());
     // Decoded bytes of the current segment, to spot `.`/`..` after decoding.
-    let mut seg_start = 0usize;
     let mut seg_dots = 0usize; // dots seen in the current segment (decoded)
     let mut seg_other = false; // anything but a dot in the current segment
     // Start of a run of percent-encoded bytes ≥ 0x80, checked as UTF-8 when it ends.
@@ -126,7 +125,6 @@ pub fn normalize_path(path: &str, allow_non_ascii: bool) -> Result<Cow<'_, str>,
                 } else {
                     out.push(b'/');
                 }
-                seg_start = out.len();
                 seg_dots = 0;
                 seg_other = false;
                 i += 1;
@@ -185,7 +183,6 @@ pub fn normalize_path(path: &str, allow_non_ascii: bool) -> Result<Cow<'_, str>,
     }
     flush_utf8(&mut utf8_run)?;
     end_segment(seg_dots, seg_other)?;
-    let _ = seg_start;
     if !changed {
         return Ok(Cow::Borrowed(path));
     }
@@ -230,19 +227,21 @@ const OVERRIDE_HEADERS: [http::HeaderName; 3] = [
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Presented<'a> {
     None,
-    /// The raw value (for `Bearer`, what follows the scheme and its space).
-    One(&'a [u8]),
+    One {
+        /// The raw value (for `Bearer`, what follows the scheme and its space).
+        value: &'a [u8],
+        /// It came in `Authorization: Bearer` (so that header is removed upstream).
+        bearer: bool,
+    },
 }
 
 /// Header checks of step 1; finds the one key value if there is one.
 pub fn check_headers<'a>(
-    method: &Method,
     headers: &'a HeaderMap,
     auth: &AuthConfig,
     max_header_bytes: usize,
     is_http1: bool,
 ) -> Result<Presented<'a>, HeaderError> {
-    let _ = method;
     let size: usize = headers
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
@@ -260,25 +259,25 @@ pub fn check_headers<'a>(
         return Err(HeaderError::AmbiguousFraming);
     }
     let mut found: Presented<'a> = Presented::None;
-    let mut take = |v: &'a [u8]| -> Result<(), HeaderError> {
+    let mut take = |value: &'a [u8], bearer: bool| -> Result<(), HeaderError> {
         // A comma-joined list is more than one value.
-        if v.contains(&b',') || found != Presented::None {
+        if value.contains(&b',') || found != Presented::None {
             return Err(HeaderError::AmbiguousKey);
         }
-        found = Presented::One(v);
+        found = Presented::One { value, bearer };
         Ok(())
     };
     for h in &auth.headers {
         match h {
             KeyHeader::Plain(name) => {
                 for v in headers.get_all(name) {
-                    take(v.as_bytes())?;
+                    take(v.as_bytes(), false)?;
                 }
             }
             KeyHeader::Bearer => {
                 for v in headers.get_all(http::header::AUTHORIZATION) {
                     if let Some(token) = bearer_token(v.as_bytes()) {
-                        take(token)?;
+                        take(token, true)?;
                     }
                 }
             }
@@ -421,9 +420,9 @@ mod tests {
                 v.parse().unwrap(),
             );
         }
-        check_headers(&Method::GET, &m, &auth(), 16384, true).map(|p| match p {
+        check_headers(&m, &auth(), 16384, true).map(|p| match p {
             Presented::None => None,
-            Presented::One(v) => Some(v.to_vec()),
+            Presented::One { value, .. } => Some(value.to_vec()),
         })
     }
 

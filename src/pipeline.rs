@@ -119,7 +119,6 @@ async fn run(
     };
     fin.record.path.clone_from(&path);
     let presented = hygiene::check_headers(
-        req.method(),
         req.headers(),
         &cfg.auth,
         cfg.limits.max_header_bytes,
@@ -131,17 +130,7 @@ async fn run(
         HeaderError::AmbiguousFraming => Reject::AmbiguousFraming,
         HeaderError::TooLarge => Reject::HeadersTooLarge,
     })?;
-    // The key value is copied out so the request can move on without borrowing it.
-    let presented_owned: Option<Vec<u8>> = match presented {
-        Presented::None => None,
-        Presented::One(v) => Some(v.to_vec()),
-    };
-    let bearer_key = presented_owned.is_some()
-        && req
-            .headers()
-            .get_all(http::header::AUTHORIZATION)
-            .iter()
-            .any(|v| hygiene::bearer_token(v.as_bytes()).is_some());
+    let bearer_key = matches!(presented, Presented::One { bearer: true, .. });
 
     // Forwarding without a key (public paths, a forwarded preflight).
     let unkeyed = Forward {
@@ -167,17 +156,14 @@ async fn run(
     if !snap.keys.api_enabled {
         return Err(Reject::ApiDisabled);
     }
-    if policy.preflight == Preflight::Forward && presented_owned.is_none() && is_preflight(&req) {
+    if policy.preflight == Preflight::Forward && presented == Presented::None && is_preflight(&req)
+    {
         return forward(shared, snap, unkeyed, req, fin)
             .await
             .map(|r| (r, Decision::Public));
     }
 
     // 4. The key. Failures are charged to the client IP's budget (5, per IP).
-    let presented = match &presented_owned {
-        Some(v) => Presented::One(v),
-        None => Presented::None,
-    };
     let key = match authenticate(presented, &snap.keys, OffsetDateTime::now_utc()) {
         Ok(k) => k,
         Err(reject) => {
