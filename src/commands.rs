@@ -10,9 +10,9 @@ use time::OffsetDateTime;
 
 use crate::cli::{ApiState, KeysCommand, LogsArgs};
 use crate::config::Config;
+use crate::keys::Level;
 use crate::keys::file::{KeyEntry, KeyRateFile};
-use crate::keys::{Level, masked};
-use crate::manage::{KeyEdit, Manager, NewKey, parse_expiry};
+use crate::manage::{self, KeyEdit, Manager, NewKey, parse_expiry};
 use crate::output;
 use crate::ratelimit::{Per, Rate};
 use crate::state;
@@ -108,28 +108,6 @@ pub fn ago(ms: Option<i64>) -> String {
     format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
 }
 
-fn key_json(e: &KeyEntry, last_used: Option<i64>) -> serde_json::Value {
-    serde_json::json!({
-        "id": e.id,
-        "name": e.name,
-        "key": masked(e.prefix.as_deref().unwrap_or("")),
-        "permissions": e.permissions,
-        "rate_limit": e.rate_limit,
-        "created_at": e.created_at,
-        "expires_at": e.expires_at,
-        "last_used": last_used.filter(|m| *m > 0).map(state::format_ms),
-        "revealable": e.secret.is_some() || e.sealed.is_some(),
-    })
-}
-
-fn masked_key(e: &KeyEntry) -> String {
-    match (&e.prefix, &e.secret) {
-        (Some(p), _) => masked(p),
-        (None, Some(s)) => masked(&s.chars().take(4).collect::<String>()),
-        (None, None) => masked(""),
-    }
-}
-
 fn confirm(question: &str) -> bool {
     let mut err = std::io::stderr();
     let _ = write!(err, "{question} [y/N] ");
@@ -194,7 +172,7 @@ pub fn keys(config_path: &Path, cmd: KeysCommand) -> Result<(), String> {
                 let v: Vec<_> = file
                     .keys
                     .iter()
-                    .map(|e| key_json(e, used.get(&e.id).copied()))
+                    .map(|e| manage::key_view(e, used.get(&e.id).copied()))
                     .collect();
                 output::line(&serde_json::to_string_pretty(&v).unwrap_or_default());
                 return Ok(());
@@ -213,7 +191,7 @@ pub fn keys(config_path: &Path, cmd: KeysCommand) -> Result<(), String> {
                     rows.push(vec![
                         e.name.clone(),
                         e.id.clone(),
-                        masked_key(e),
+                        e.masked(),
                         perm_summary(e),
                         ago(used.get(&e.id).copied()),
                         e.created_at.clone().unwrap_or_else(|| "-".into()),
@@ -233,14 +211,14 @@ pub fn keys(config_path: &Path, cmd: KeysCommand) -> Result<(), String> {
                 .copied();
             if json {
                 output::line(
-                    &serde_json::to_string_pretty(&key_json(&e, used)).unwrap_or_default(),
+                    &serde_json::to_string_pretty(&manage::key_view(&e, used)).unwrap_or_default(),
                 );
                 return Ok(());
             }
             let rows = [
                 ("name", e.name.clone()),
                 ("id", e.id.clone()),
-                ("key", masked_key(&e)),
+                ("key", e.masked()),
                 ("permissions", perm_summary(&e)),
                 ("rate limit", describe_rate(&e.rate_limit)),
                 (

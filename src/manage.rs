@@ -109,6 +109,22 @@ fn levels_to_strings(m: &BTreeMap<String, Level>) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A key as the CLI's `--json` and the admin API show it: never the value.
+pub fn key_view(e: &KeyEntry, last_used_ms: Option<i64>) -> serde_json::Value {
+    serde_json::json!({
+        "id": e.id,
+        "name": e.name,
+        "key": e.masked(),
+        "prefix": e.prefix,
+        "permissions": e.permissions,
+        "rate_limit": e.rate_limit,
+        "created_at": e.created_at,
+        "expires_at": e.expires_at,
+        "last_used": last_used_ms.filter(|m| *m > 0).map(state::format_ms),
+        "revealable": e.revealable(),
+    })
+}
+
 /// Normalises an expiry to RFC 3339.
 pub fn parse_expiry(s: &str) -> Result<String, String> {
     parse_time(s).and_then(|t| t.format(&Rfc3339).map_err(|e| e.to_string()))
@@ -150,16 +166,7 @@ impl Manager {
 
     /// Reads the keys file (no lock needed: writes are atomic renames).
     pub fn read(&self) -> Result<KeysFile, WriteError> {
-        match std::fs::read_to_string(self.keys_file()) {
-            Ok(t) => Ok(KeysFile::parse(self.keys_file(), &t)?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Ok(KeysFile::parse(self.keys_file(), "")?)
-            }
-            Err(e) => Err(WriteError::Io {
-                path: self.keys_file().to_path_buf(),
-                source: e,
-            }),
-        }
+        Ok(KeysFile::load_or_empty(self.keys_file())?)
     }
 
     pub fn get(&self, selector: &str) -> Result<KeyEntry, WriteError> {

@@ -177,7 +177,18 @@ async fn list_show_and_the_keys_file_after_cli_writes() {
         out.contains("Created key 'Zapier 2'") && out.contains("kg_"),
         "{out}"
     );
+    let mode_before = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(h.dir.path().join("keys.yaml"))
+            .unwrap()
+            .permissions(),
+    );
     let list = ok(&cli(&cfg, &["keys", "list"]));
+    // Operator-supplied secrets show nothing of themselves.
+    let zapier = list.lines().find(|l| l.starts_with("Zapier ")).unwrap();
+    assert!(
+        zapier.split_whitespace().any(|c| c == "••••••••"),
+        "{zapier}"
+    );
     assert!(list.lines().next().unwrap().starts_with("NAME"), "{list}");
     assert!(
         list.contains("Zapier 2") && list.contains("*:read") && list.contains("••••"),
@@ -218,9 +229,13 @@ async fn list_show_and_the_keys_file_after_cli_writes() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
     }
-    // The file keeps its other keys and stays mode 0600 or as it was.
-    let text = std::fs::read_to_string(h.dir.path().join("keys.yaml")).unwrap();
+    // The file keeps its other keys and its mode.
+    let path = h.dir.path().join("keys.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains("kzapier") && text.contains("Zapier 2"));
+    let mode_after =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+    assert_eq!(mode_after, mode_before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -119,6 +119,10 @@ async fn authentication_refusals() {
     let r = h.get("/api/v1/candidates", &[("X-API-Key", &damaged)]);
     assert_error(&r, 401, "malformed_api_key");
     assert!(
+        !r.raw.contains(&damaged[3..15]),
+        "the presented value is not echoed"
+    );
+    assert!(
         r.json()["error"]["message"]
             .as_str()
             .unwrap()
@@ -156,7 +160,7 @@ async fn authentication_refusals() {
         401,
         "missing_api_key",
     );
-    // No error body contains a key.
+    // Every one was recorded as a failed authentication.
     for rec in h.records.wait_for(9).await {
         assert_eq!(rec.status, 401);
         assert_eq!(rec.decision, Decision::Unauthenticated);

@@ -16,13 +16,12 @@ use serde_json::{Value, json};
 
 use super::Admin;
 use crate::body::ResBody;
+use crate::keys::Level;
 use crate::keys::file::{KeyEntry, KeyRateFile};
 use crate::keys::write::WriteError;
-use crate::keys::{Level, masked};
-use crate::manage::{KeyEdit, Manager, NewKey, RevealError, parse_expiry};
+use crate::manage::{KeyEdit, Manager, NewKey, RevealError, key_view, parse_expiry};
 use crate::ratelimit::Rate;
 use crate::reject::error_response;
-use crate::state::format_ms;
 
 /// A refusal of the admin API.
 pub(super) struct ApiError {
@@ -115,28 +114,15 @@ fn check_rate(r: &KeyRateFile) -> Result<(), ApiError> {
         .map_err(|e| bad(format!("rate_limit: {e}")))
 }
 
+/// A key's view, with its last-used time from the snapshot in force.
 fn key_json(admin: &Admin, e: &KeyEntry) -> Value {
     let last_used = admin
         .shared
         .snapshot()
         .keys
         .get_str(&e.id)
-        .map(|k| k.last_used.load(std::sync::atomic::Ordering::Relaxed))
-        .filter(|ms| *ms > 0)
-        .map(format_ms);
-    let prefix = e.prefix.clone().unwrap_or_default();
-    json!({
-        "id": e.id,
-        "name": e.name,
-        "key": masked(&prefix),
-        "prefix": e.prefix,
-        "permissions": e.permissions,
-        "rate_limit": e.rate_limit,
-        "created_at": e.created_at,
-        "expires_at": e.expires_at,
-        "last_used": last_used,
-        "revealable": e.secret.is_some() || e.sealed.is_some(),
-    })
+        .map(|k| k.last_used.load(std::sync::atomic::Ordering::Relaxed));
+    key_view(e, last_used)
 }
 
 #[derive(Debug, Deserialize)]

@@ -63,7 +63,30 @@ pub struct KeyEntry {
     pub expires_at: Option<String>,
 }
 
+impl KeyEntry {
+    /// The masked form shown in lists: the display prefix of a key keygate made
+    /// (`kg_3Xb8••••••••`); nothing of an operator-supplied secret.
+    pub fn masked(&self) -> String {
+        super::masked(self.prefix.as_deref().unwrap_or(""))
+    }
+
+    /// Can the full value be shown again (operator-supplied, or sealed)?
+    pub fn revealable(&self) -> bool {
+        self.secret.is_some() || self.sealed.is_some()
+    }
+}
+
 impl KeysFile {
+    /// As [`KeysFile::load`], but a missing file is an empty one (for the CLI, which
+    /// may create the first key).
+    pub fn load_or_empty(path: &Path) -> Result<Self, LoadError> {
+        match std::fs::read_to_string(path) {
+            Ok(t) => Self::parse(path, &t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::parse(path, ""),
+            Err(e) => Err(LoadError::new(path, format!("cannot read: {e}"))),
+        }
+    }
+
     pub fn load(path: &Path) -> Result<Self, LoadError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| LoadError::new(path, format!("cannot read: {e}")))?;
