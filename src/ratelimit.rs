@@ -69,15 +69,6 @@ impl Rate {
         };
         q.allow_burst(self.burst)
     }
-
-    /// `20/s:40`, the CLI form.
-    pub fn describe(&self) -> String {
-        let unit = match self.per {
-            Per::Second => "s",
-            Per::Minute => "m",
-        };
-        format!("{}/{unit}:{}", self.count, self.burst)
-    }
 }
 
 /// A key's limiter.
@@ -208,10 +199,6 @@ impl IpLimiter {
         self.len() == 0
     }
 
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
     /// Entries evicted so far.
     pub fn evicted(&self) -> u64 {
         self.evicted.load(Ordering::Relaxed)
@@ -231,7 +218,6 @@ mod tests {
         assert!(Rate::from_parts(Some(5), None, Some(0)).is_err());
         let r = Rate::from_parts(Some(5), None, None).unwrap();
         assert_eq!(r.burst.get(), 5);
-        assert_eq!(r.describe(), "5/s:5");
     }
 
     #[test]
