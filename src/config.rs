@@ -75,7 +75,14 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Re
         {
             msg = rest.to_string();
         }
-        let message = if path.is_empty() || path == "." {
+        // A parser message may quote the value; for a key field that value is a
+        // secret (or its hash), so say what is wrong without it.
+        let secret_field = ["secret", "sha256", "sealed"]
+            .iter()
+            .any(|f| path.rsplit('.').next() == Some(f));
+        let message = if secret_field {
+            format!("{path}: must be a quoted string (the value is not shown)")
+        } else if path.is_empty() || path == "." {
             msg
         } else {
             format!("{path}: {msg}")

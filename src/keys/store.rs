@@ -306,6 +306,22 @@ mod tests {
     }
 
     #[test]
+    fn parse_errors_never_quote_a_secret() {
+        // The parser's own message is replaced for key fields, whatever it says.
+        let e = build(
+            "keys:\n- id: a\n  name: A\n  secret: {part: hunter2-xxxxxxxxxxxxxxxxxxxxxxxxxxxx}\n",
+        )
+        .unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.contains("keys[0].secret: must be a quoted string (the value is not shown)"),
+            "{s}"
+        );
+        assert!(s.contains(":4:"), "{s}");
+        assert!(!s.contains("hunter2"), "{s}");
+    }
+
+    #[test]
     fn yaml_errors_have_lines() {
         let e = build("keys:\n- id: a\n  name: [oops\n").unwrap_err();
         assert!(e.line.is_some(), "{e}");
