@@ -5,8 +5,9 @@
 //! (where the parser knows it) and the field. Relative paths are resolved against the
 //! directory of config.yaml.
 
-pub mod file;
-pub mod units;
+pub(crate) mod file;
+pub(crate) mod identity;
+pub(crate) mod units;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -24,9 +25,12 @@ use file::{ConfigFile, PreflightFile, UnmatchedFile};
 /// An error loading one of keygate's files: `file:line:col: field: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadError {
-    pub file: PathBuf,
-    pub line: Option<(usize, usize)>,
-    pub message: String,
+    pub(crate) file: PathBuf,
+    pub(crate) line: Option<(usize, usize)>,
+    pub(crate) message: String,
+    /// The file could not be read at all (a transient error is possible: out of
+    /// file descriptors, a volume being remounted): worth retrying as it is.
+    pub(crate) unreadable: bool,
 }
 
 impl fmt::Display for LoadError {
@@ -42,17 +46,29 @@ impl fmt::Display for LoadError {
 impl std::error::Error for LoadError {}
 
 impl LoadError {
-    pub fn new(file: &Path, message: impl Into<String>) -> Self {
+    pub(crate) fn new(file: &Path, message: impl Into<String>) -> Self {
         Self {
             file: file.to_path_buf(),
             line: None,
             message: message.into(),
+            unreadable: false,
+        }
+    }
+
+    /// The file could not be read (see [`LoadError::unreadable`]).
+    pub(crate) fn unreadable(file: &Path, e: &std::io::Error) -> Self {
+        Self {
+            unreadable: true,
+            ..Self::new(file, format!("cannot read: {e}"))
         }
     }
 }
 
 /// Parses YAML text into a serde mirror, naming the field path and the line on error.
-pub fn parse_yaml<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result<T, LoadError> {
+pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(
+    file: &Path,
+    text: &str,
+) -> Result<T, LoadError> {
     // Fast path: field-path tracking costs ~10% on large files and only matters for
     // the error message, so a failed parse is simply repeated with it.
     if let Ok(v) = serde_yaml::from_str(text) {
@@ -91,33 +107,34 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Re
             file: file.to_path_buf(),
             line,
             message,
+            unreadable: false,
         }
     })
 }
 
 /// Where the upstream is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
-    pub scheme: Scheme,
-    pub authority: Authority,
+pub(crate) struct Upstream {
+    pub(crate) scheme: Scheme,
+    pub(crate) authority: Authority,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsPaths {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
+pub(crate) struct TlsPaths {
+    pub(crate) cert_file: PathBuf,
+    pub(crate) key_file: PathBuf,
 }
 
 #[derive(Debug, Clone)]
-pub struct AdminConfig {
-    pub listen: SocketAddr,
-    pub token_env: String,
-    pub allowed_hosts: Vec<String>,
+pub(crate) struct AdminConfig {
+    pub(crate) listen: SocketAddr,
+    pub(crate) token_env: String,
+    pub(crate) allowed_hosts: Vec<String>,
 }
 
 /// Where an API key is looked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyHeader {
+pub(crate) enum KeyHeader {
     /// A header whose whole value is the key (`X-API-Key`).
     Plain(http::HeaderName),
     /// `Authorization: Bearer <key>`.
@@ -125,97 +142,86 @@ pub enum KeyHeader {
 }
 
 #[derive(Debug, Clone)]
-pub struct AuthConfig {
-    pub headers: Vec<KeyHeader>,
-    pub forward_key: bool,
+pub(crate) struct AuthConfig {
+    pub(crate) headers: Vec<KeyHeader>,
+    pub(crate) forward_key: bool,
 }
 
 #[derive(Debug, Clone)]
-pub struct RateLimits {
-    pub per_key: Rate,
-    pub per_ip: Rate,
-    pub max_tracked_ips: NonZeroUsize,
+pub(crate) struct RateLimits {
+    pub(crate) per_key: Rate,
+    pub(crate) per_ip: Rate,
+    pub(crate) max_tracked_ips: NonZeroUsize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Timeouts {
-    pub upstream_connect: Duration,
-    pub upstream_response: Duration,
-    pub client_header_read: Duration,
-    pub idle: Duration,
-    pub shutdown_delay: Duration,
-    pub shutdown: Duration,
+pub(crate) struct Timeouts {
+    pub(crate) upstream_connect: Duration,
+    pub(crate) upstream_response: Duration,
+    /// Longest pause between reads of the upstream's response body.
+    pub(crate) upstream_read: Duration,
+    pub(crate) client_header_read: Duration,
+    /// Longest pause between reads of the client's request body.
+    pub(crate) client_body_read: Duration,
+    pub(crate) idle: Duration,
+    pub(crate) shutdown_delay: Duration,
+    pub(crate) shutdown: Duration,
 }
 
 #[derive(Debug, Clone)]
-pub struct Limits {
-    pub max_header_bytes: usize,
+pub(crate) struct Limits {
+    pub(crate) max_header_bytes: usize,
     /// `None` = unlimited.
-    pub max_body_bytes: Option<u64>,
-    pub max_connections: NonZeroU32,
+    pub(crate) max_body_bytes: Option<u64>,
+    pub(crate) max_connections: NonZeroU32,
+    /// The listen(2) backlog of the public listener (a restart applies it).
+    pub(crate) accept_backlog: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LogTarget {
+pub(crate) enum LogTarget {
     Stdout,
     File(PathBuf),
 }
 
 #[derive(Debug, Clone)]
-pub struct AccessLogConfig {
-    pub target: LogTarget,
-    pub max_size: u64,
-    pub max_files: u32,
+pub(crate) struct AccessLogConfig {
+    pub(crate) target: LogTarget,
+    pub(crate) max_size: u64,
+    pub(crate) max_files: u32,
 }
 
 /// The validated configuration of one snapshot.
 #[derive(Debug)]
-pub struct Config {
-    pub path: PathBuf,
-    pub listen: SocketAddr,
-    pub upstream: Upstream,
-    pub upstream_ca_file: Option<PathBuf>,
-    pub tls: Option<TlsPaths>,
-    pub metrics_listen: SocketAddr,
-    pub admin: AdminConfig,
-    pub keys_file: PathBuf,
-    pub state_dir: PathBuf,
-    pub auth: AuthConfig,
-    pub policy: Policy,
-    pub rate_limit: RateLimits,
-    pub timeouts: Timeouts,
-    pub limits: Limits,
-    pub trusted_proxies: Vec<IpNet>,
-    pub access_log: AccessLogConfig,
+pub(crate) struct Config {
+    pub(crate) path: PathBuf,
+    pub(crate) listen: SocketAddr,
+    pub(crate) upstream: Upstream,
+    pub(crate) upstream_ca_file: Option<PathBuf>,
+    pub(crate) tls: Option<TlsPaths>,
+    pub(crate) metrics_listen: SocketAddr,
+    pub(crate) admin: AdminConfig,
+    pub(crate) keys_file: PathBuf,
+    pub(crate) state_dir: PathBuf,
+    pub(crate) auth: AuthConfig,
+    pub(crate) policy: Policy,
+    pub(crate) rate_limit: RateLimits,
+    pub(crate) timeouts: Timeouts,
+    pub(crate) limits: Limits,
+    pub(crate) trusted_proxies: Vec<IpNet>,
+    pub(crate) access_log: AccessLogConfig,
     /// Values that were capped at load (`timeouts.idle`), for a warning.
-    pub capped: Vec<String>,
-}
-
-/// Finds config.yaml: `-c`, else `$KEYGATE_CONFIG`, else `./config.yaml`, else
-/// `/etc/keygate/config.yaml`.
-pub fn discover(flag: Option<&Path>) -> PathBuf {
-    if let Some(p) = flag {
-        return p.to_path_buf();
-    }
-    if let Some(p) = std::env::var_os("KEYGATE_CONFIG").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let local = PathBuf::from("config.yaml");
-    if local.exists() {
-        return local;
-    }
-    PathBuf::from("/etc/keygate/config.yaml")
+    pub(crate) capped: Vec<String>,
 }
 
 impl Config {
     /// Reads and validates config.yaml.
-    pub fn load(path: &Path) -> Result<Self, LoadError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| LoadError::new(path, format!("cannot read: {e}")))?;
+    pub(crate) fn load(path: &Path) -> Result<Self, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|e| LoadError::unreadable(path, &e))?;
         Self::from_text(path, &text)
     }
 
-    pub fn from_text(path: &Path, text: &str) -> Result<Self, LoadError> {
+    pub(crate) fn from_text(path: &Path, text: &str) -> Result<Self, LoadError> {
         let raw: ConfigFile = parse_yaml(path, text)?;
         Self::from_file(path, raw).map_err(|m| LoadError::new(path, m))
     }
@@ -268,6 +274,7 @@ impl Config {
                 PreflightFile::Forward => Preflight::Forward,
             },
             f.routes.allow_non_ascii_paths,
+            f.routes.allow_trailing_dots,
         )?;
 
         let per_key = Rate::from_file(&f.rate_limit.per_key)
@@ -282,7 +289,9 @@ impl Config {
         for (name, d) in [
             ("timeouts.upstream_connect", t.upstream_connect),
             ("timeouts.upstream_response", t.upstream_response),
+            ("timeouts.upstream_read", t.upstream_read),
             ("timeouts.client_header_read", t.client_header_read),
+            ("timeouts.client_body_read", t.client_body_read),
             ("timeouts.idle", t.idle),
             ("timeouts.shutdown_delay", t.shutdown_delay),
             ("timeouts.shutdown", t.shutdown),
@@ -294,7 +303,9 @@ impl Config {
         for (name, d) in [
             ("timeouts.upstream_connect", t.upstream_connect),
             ("timeouts.upstream_response", t.upstream_response),
+            ("timeouts.upstream_read", t.upstream_read),
             ("timeouts.client_header_read", t.client_header_read),
+            ("timeouts.client_body_read", t.client_body_read),
             ("timeouts.idle", t.idle),
         ] {
             if d.value.is_zero() {
@@ -304,7 +315,9 @@ impl Config {
         let timeouts = Timeouts {
             upstream_connect: t.upstream_connect.value,
             upstream_response: t.upstream_response.value,
+            upstream_read: t.upstream_read.value,
             client_header_read: t.client_header_read.value,
+            client_body_read: t.client_body_read.value,
             idle: t.idle.value,
             shutdown_delay: t.shutdown_delay.value,
             shutdown: t.shutdown.value,
@@ -328,6 +341,10 @@ impl Config {
             max_body_bytes: (l.max_body_bytes.value > 0).then_some(l.max_body_bytes.value),
             max_connections: NonZeroU32::new(l.max_connections)
                 .ok_or("limits.max_connections: must be at least 1")?,
+            accept_backlog: match l.accept_backlog {
+                1..=65535 => l.accept_backlog,
+                _ => return Err("limits.accept_backlog: must be between 1 and 65535".into()),
+            },
         };
 
         let trusted_proxies = f
@@ -402,7 +419,7 @@ impl Config {
     }
 
     /// Fields that a reload cannot apply (they need a restart), described.
-    pub fn restart_required(&self, new: &Config) -> Vec<&'static str> {
+    pub(crate) fn restart_required(&self, new: &Config) -> Vec<&'static str> {
         let mut v = Vec::new();
         if self.listen != new.listen {
             v.push("listen");
@@ -421,6 +438,13 @@ impl Config {
         }
         if self.state_dir != new.state_dir {
             v.push("state_dir");
+        }
+        // The connection bound is a semaphore sized at start.
+        if self.limits.max_connections != new.limits.max_connections {
+            v.push("limits.max_connections");
+        }
+        if self.admin.token_env != new.admin.token_env {
+            v.push("admin.token_env");
         }
         v
     }

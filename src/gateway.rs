@@ -1,26 +1,34 @@
-//! Starting and stopping a gateway in-process: bind the listeners, spawn the tasks,
-//! reload on demand, and shut down in the order of SPEC §9. `main.rs` and the tests
-//! both use this.
+//! The composition root: loads the first snapshot, builds the read-only
+//! [`Snapshots`] handle and the one [`Reloader`], binds the listeners, spawns the
+//! watchers, and shuts down in the order of the operations contract (readyz fails,
+//! then the listener stops accepting, then in-flight requests get a grace period).
+//! `cli` and the tests both start gateways here; nothing in it reads the environment.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::accesslog::AccessLog;
-use crate::admin::Admin;
 use crate::config::LoadError;
-use crate::metrics::Metrics;
-use crate::ops;
-use crate::record::{Observer, Record};
-use crate::snapshot::{Shared, Snapshot};
-use crate::tls::ListenerTls;
-use crate::{keys, server, state};
+use crate::control::admin::{self, Admin, AdminService};
+use crate::control::health::{self, Health, Readiness};
+use crate::control::reload::{self, Reloader};
+use crate::control::source::KeySource;
+use crate::control::{state_dir, watch as keys_watch};
+use crate::keys::seal::SealKey;
+use crate::observe::accesslog::AccessLog;
+use crate::observe::metrics::{Metrics, ReloadWhat};
+use crate::observe::record::{NoObserver, Observer, Record};
+use crate::proxy::pipeline::Pipeline;
+use crate::proxy::snapshot::Snapshots;
+use crate::server::tls::ListenerTls;
+use crate::server::{self, Listener};
 
+/// Why a gateway did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("{0}")]
@@ -39,6 +47,39 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error("access log: {0}")]
     AccessLog(std::io::Error),
+    #[error("seal key: {0}")]
+    SealKey(String),
+}
+
+/// What the embedder (the binary, a test) hands in: everything the library would
+/// otherwise read from the environment.
+#[derive(Clone)]
+pub struct GatewayOptions {
+    /// Sees every finished request besides the gateway's own metrics and log.
+    pub observer: Arc<dyn Observer>,
+    /// The admin token (`None` = the admin API is off; the console still loads).
+    pub admin_token: Option<String>,
+    /// The seal key, base64 of 32 bytes (`None` = new keys cannot be revealed).
+    pub seal_key: Option<String>,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        Self {
+            observer: Arc::new(NoObserver),
+            admin_token: None,
+            seal_key: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for GatewayOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayOptions")
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "…"))
+            .field("seal_key", &self.seal_key.as_ref().map(|_| "…"))
+            .finish_non_exhaustive()
+    }
 }
 
 /// What every finished request feeds: the metrics, the access log, and an extra
@@ -63,81 +104,104 @@ impl Observer for Observers {
 }
 
 /// A running gateway.
-#[derive(Debug)]
 pub struct Gateway {
-    pub shared: Arc<Shared>,
+    snapshots: Snapshots,
+    reloader: Arc<Reloader>,
+    readiness: Readiness,
     pub public_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub admin_addr: SocketAddr,
-    stop_accepting: watch::Sender<bool>,
+    stop_public: watch::Sender<bool>,
     public_task: JoinHandle<()>,
-    ops_task: JoinHandle<()>,
     stop_ops: watch::Sender<bool>,
-    pub access_log: Arc<AccessLog>,
+    ops_tasks: Vec<JoinHandle<()>>,
+    access_log: Arc<AccessLog>,
     /// Held for the gateway's lifetime: one gateway per state_dir.
     _state_lock: std::fs::File,
 }
 
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("public_addr", &self.public_addr)
+            .field("metrics_addr", &self.metrics_addr)
+            .field("admin_addr", &self.admin_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn bind(
+    what: &'static str,
+    addr: SocketAddr,
+    backlog: u32,
+) -> Result<TcpListener, StartError> {
+    let err = |source| StartError::Bind { what, addr, source };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    socket.listen(backlog).map_err(err)
+}
+
+fn local_addr(
+    what: &'static str,
+    l: &TcpListener,
+    addr: SocketAddr,
+) -> Result<SocketAddr, StartError> {
+    l.local_addr()
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
 impl Gateway {
-    /// Loads the config and keys, binds the listeners and starts serving. `observer`
-    /// sees every request besides the gateway's own metrics and access log.
-    pub async fn start(
-        config_path: &Path,
-        observer: Arc<dyn Observer>,
-    ) -> Result<Self, StartError> {
-        let (snapshot, notes) = Snapshot::load(config_path, None)?;
+    /// Loads the config and keys, binds the listeners and starts serving.
+    pub async fn start(config_path: &Path, options: GatewayOptions) -> Result<Self, StartError> {
+        let seal = match options.seal_key.as_deref() {
+            Some(s) => Some(Arc::new(
+                SealKey::from_base64(s).map_err(StartError::SealKey)?,
+            )),
+            None => None,
+        };
+        let (snapshot, notes) = reload::load(config_path, None)?;
         for n in notes {
             tracing::warn!("{n}");
         }
         let cfg = snapshot.config.clone();
-        let state_lock = state::lock_gateway(&cfg.state_dir).map_err(StartError::State)?;
-        state::seed_last_used(&snapshot.keys, &state::read_last_used(&cfg.state_dir));
-        let bind = |what, addr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { what, addr, source })
-        };
-        let public = bind("listen", cfg.listen).await?;
-        let ops_listener = bind("metrics.listen", cfg.metrics_listen).await?;
-        let admin_listener = bind("admin.listen", cfg.admin.listen).await?;
-        let admin_addr = admin_listener
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                what: "admin.listen",
-                addr: cfg.admin.listen,
-                source,
-            })?;
-        let public_addr = public.local_addr().map_err(|source| StartError::Bind {
-            what: "listen",
-            addr: cfg.listen,
-            source,
-        })?;
-        let metrics_addr = ops_listener
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                what: "metrics.listen",
-                addr: cfg.metrics_listen,
-                source,
-            })?;
+        let state_lock = state_dir::lock_gateway(&cfg.state_dir).map_err(StartError::State)?;
+        state_dir::seed_last_used(&snapshot.keys, &state_dir::read_last_used(&cfg.state_dir));
+        let backlog = cfg.limits.accept_backlog;
+        let public = bind("listen", cfg.listen, backlog).await?;
+        let ops_listener = bind("metrics.listen", cfg.metrics_listen, 128).await?;
+        let admin_listener = bind("admin.listen", cfg.admin.listen, 128).await?;
+        let public_addr = local_addr("listen", &public, cfg.listen)?;
+        let metrics_addr = local_addr("metrics.listen", &ops_listener, cfg.metrics_listen)?;
+        let admin_addr = local_addr("admin.listen", &admin_listener, cfg.admin.listen)?;
+
         let metrics = Arc::new(Metrics::new()?);
-        metrics.reload("config", true);
-        metrics.reload("keys", true);
+        metrics.reload(ReloadWhat::Config, true);
+        metrics.reload(ReloadWhat::Keys, true);
         let access_log = Arc::new(
             AccessLog::start(&cfg.access_log, metrics.clone()).map_err(StartError::AccessLog)?,
         );
         let observers = Arc::new(Observers {
             metrics: metrics.clone(),
             log: access_log.clone(),
-            extra: observer,
+            extra: options.observer,
         });
-        let shared = Arc::new(Shared::new(
+        let keys_count = snapshot.keys.len();
+        let (snapshots, publisher) = Snapshots::new(snapshot, observers, metrics.clone());
+        let reloader = Arc::new(Reloader::new(
             config_path.to_path_buf(),
-            snapshot,
-            observers,
+            KeySource::File(cfg.keys_file.clone()),
+            publisher,
             metrics.clone(),
+            access_log.clone(),
         ));
-        let (stop_accepting, rx) = watch::channel(false);
-        let (stop_ops, ops_rx) = watch::channel(false);
+        let readiness = Readiness::default();
+
         let tls = match &cfg.tls {
             Some(paths) => {
                 let t = ListenerTls::new(paths, &metrics).map_err(StartError::Tls)?;
@@ -146,85 +210,156 @@ impl Gateway {
             }
             None => None,
         };
-        let public_task = tokio::spawn(server::serve(public, tls, shared.clone(), rx));
-        tokio::spawn(keys::watch::watch(shared.clone()));
-        tokio::spawn(flush_last_used(shared.clone()));
-        let ops_task = tokio::spawn(ops::serve(ops_listener, shared.clone(), ops_rx.clone()));
-        let admin = Arc::new(Admin::new(shared.clone()));
+        let (stop_public, public_rx) = watch::channel(false);
+        let (stop_ops, ops_rx) = watch::channel(false);
+        let public_task = tokio::spawn(server::serve(
+            Listener {
+                socket: public,
+                max_connections: cfg.limits.max_connections.get() as usize,
+                tls,
+                metrics: Some(metrics.clone()),
+                name: "listen",
+            },
+            Pipeline {
+                snapshots: snapshots.clone(),
+            },
+            public_rx,
+        ));
+        tokio::spawn(keys_watch::watch(reloader.clone()));
+        tokio::spawn(flush_last_used(snapshots.clone()));
+        let health_task = tokio::spawn(server::serve(
+            Listener {
+                socket: ops_listener,
+                max_connections: health::MAX_CONNECTIONS,
+                tls: None,
+                metrics: None,
+                name: "metrics.listen",
+            },
+            Health {
+                snapshots: snapshots.clone(),
+                readiness: readiness.clone(),
+            },
+            ops_rx.clone(),
+        ));
+        let admin = Arc::new(Admin::new(
+            snapshots.clone(),
+            reloader.clone(),
+            options.admin_token.as_deref(),
+            seal,
+        ));
         if !admin.enabled() {
             tracing::info!(env = %cfg.admin.token_env, "admin API off (no token set); the console at / still loads");
         }
-        tokio::spawn(crate::admin::serve(admin_listener, admin, ops_rx));
-        tracing::info!(%public_addr, %metrics_addr, %admin_addr, upstream = %cfg.upstream.authority, keys = shared.snapshot().keys.len(), "keygate is serving");
+        let admin_task = tokio::spawn(server::serve(
+            Listener {
+                socket: admin_listener,
+                max_connections: admin::MAX_CONNECTIONS,
+                tls: None,
+                metrics: None,
+                name: "admin.listen",
+            },
+            AdminService(admin),
+            ops_rx,
+        ));
+        tracing::info!(%public_addr, %metrics_addr, %admin_addr, upstream = %cfg.upstream.authority, keys = keys_count, "keygate is serving");
         Ok(Self {
-            shared,
+            snapshots,
+            reloader,
+            readiness,
             public_addr,
             metrics_addr,
             admin_addr,
-            stop_accepting,
+            stop_public,
             public_task,
-            ops_task,
             stop_ops,
+            ops_tasks: vec![health_task, admin_task],
             access_log,
             _state_lock: state_lock,
         })
     }
 
-    /// Reloads config and keys (SIGHUP); the old snapshot stays on error.
+    /// Reloads config and keys (SIGHUP; the same code as `POST /admin/v1/reload`).
+    /// The old snapshot stays on error.
     pub fn reload(&self) -> Result<(), LoadError> {
-        match self.shared.reload() {
-            Ok(notes) => {
-                for n in notes {
-                    tracing::warn!("{n}");
-                }
-                self.access_log
-                    .reopen(&self.shared.snapshot().config.access_log);
-                tracing::info!("configuration reloaded");
-                Ok(())
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "reload failed; the previous configuration stays in force");
-                Err(e)
-            }
-        }
+        self.reloader.reload()
     }
 
-    /// SPEC §9: readyz fails at once; after `shutdown_delay` the listener stops
+    /// Re-reads only the keys (what the watcher does); returns how many are in force.
+    pub fn reload_keys(&self) -> Result<usize, LoadError> {
+        self.reloader.reload_keys()
+    }
+
+    /// Waits up to `max` until every access-log record queued so far is written.
+    pub fn flush_access_log(&self, max: Duration) {
+        self.access_log.flush(max);
+    }
+
+    /// The number of keys in force.
+    pub fn keys_loaded(&self) -> usize {
+        self.snapshots.load().keys.len()
+    }
+
+    /// When the key `id` was last used, in ms since the Unix epoch (`None`: unknown
+    /// key or never used).
+    pub fn key_last_used_ms(&self, id: &str) -> Option<i64> {
+        let ms = self
+            .snapshots
+            .load()
+            .keys
+            .get_str(id)?
+            .last_used
+            .load(std::sync::atomic::Ordering::Relaxed);
+        (ms > 0).then_some(ms)
+    }
+
+    /// SIGTERM: readyz fails at once; after `shutdown_delay` the listener stops
     /// accepting; in-flight requests get up to `shutdown`.
     pub async fn shutdown(self) {
-        let t = self.shared.snapshot().config.timeouts.clone();
-        self.shared.begin_shutdown();
+        let t = self.snapshots.load().config.timeouts.clone();
+        self.readiness.begin_shutdown();
         tokio::time::sleep(t.shutdown_delay).await;
         self.drain(t.shutdown).await;
     }
 
-    /// Stops accepting now and waits up to `grace` for in-flight requests.
+    /// Stops accepting now and waits up to `grace` for in-flight requests; then the
+    /// admin and metrics listeners are drained too (bounded by the same grace).
     pub async fn drain(self, grace: Duration) {
-        self.shared.begin_shutdown();
-        let _ = self.stop_accepting.send(true);
-        if tokio::time::timeout(grace, self.public_task).await.is_err() {
+        self.readiness.begin_shutdown();
+        let _ = self.stop_public.send(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        if tokio::time::timeout_at(deadline, self.public_task)
+            .await
+            .is_err()
+        {
             tracing::warn!("in-flight requests did not finish within timeouts.shutdown");
         }
         let _ = self.stop_ops.send(true);
-        let _ = self.ops_task.await;
-        write_last_used(&self.shared);
+        for t in self.ops_tasks {
+            let _ =
+                tokio::time::timeout_at(deadline.max(tokio::time::Instant::now() + OPS_GRACE), t)
+                    .await;
+        }
+        write_last_used(&self.snapshots);
         self.access_log.flush(Duration::from_secs(5));
     }
 }
 
-fn write_last_used(shared: &Shared) {
-    let snap = shared.snapshot();
-    if let Err(e) = state::write_last_used(&snap.config.state_dir, &snap.keys) {
+/// The least time admin and metrics connections get to finish at shutdown.
+const OPS_GRACE: Duration = Duration::from_secs(1);
+
+fn write_last_used(snapshots: &Snapshots) {
+    let snap = snapshots.load();
+    if let Err(e) = state_dir::write_last_used(&snap.config.state_dir, &snap.keys) {
         tracing::warn!(error = %e, "could not write last-used times");
     }
 }
 
-/// Writes last-used times every 10 s (when they changed).
-async fn flush_last_used(shared: Arc<Shared>) {
+/// Writes last-used times every [`LAST_USED_EVERY`] (when they changed).
+async fn flush_last_used(snapshots: Snapshots) {
     let mut written: i64 = 0;
     loop {
         tokio::time::sleep(LAST_USED_EVERY).await;
-        let snap = shared.snapshot();
+        let snap = snapshots.load();
         let newest = snap
             .keys
             .iter()
@@ -232,7 +367,8 @@ async fn flush_last_used(shared: Arc<Shared>) {
             .max()
             .unwrap_or(0);
         if newest != written {
-            write_last_used(&shared);
+            let s = snapshots.clone();
+            let _ = tokio::task::spawn_blocking(move || write_last_used(&s)).await;
             written = newest;
         }
     }

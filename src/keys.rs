@@ -5,11 +5,10 @@
 //! random characters, most significant digit first, zero-padded. Keys are found by their
 //! SHA-256 and never stored or logged in the clear; [`Secret`] prints `<redacted>`.
 
-pub mod file;
-pub mod seal;
-pub mod store;
-pub mod watch;
-pub mod write;
+pub(crate) mod file;
+pub(crate) mod seal;
+pub(crate) mod store;
+pub(crate) mod write;
 
 use std::fmt;
 use std::sync::Arc;
@@ -18,17 +17,17 @@ use sha2::{Digest, Sha256};
 
 /// The base62 alphabet, in the order of SPEC §2.
 const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-pub const KG_PREFIX: &str = "kg_";
+pub(crate) const KG_PREFIX: &str = "kg_";
 const RANDOM_LEN: usize = 32;
 const CHECKSUM_LEN: usize = 6;
 /// Total length of a `kg_` key.
-pub const KG_KEY_LEN: usize = KG_PREFIX.len() + RANDOM_LEN + CHECKSUM_LEN;
+pub(crate) const KG_KEY_LEN: usize = KG_PREFIX.len() + RANDOM_LEN + CHECKSUM_LEN;
 /// Length of the display prefix (`kg_3Xb8`).
-pub const DISPLAY_PREFIX_LEN: usize = 7;
+pub(crate) const DISPLAY_PREFIX_LEN: usize = 7;
 
 /// Access level on a category. Ordered: `None < Read < Write`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Level {
+pub(crate) enum Level {
     None,
     Read,
     /// "Write and Delete"; includes read.
@@ -36,7 +35,7 @@ pub enum Level {
 }
 
 impl Level {
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         match s {
             "none" => Some(Self::None),
             "read" => Some(Self::Read),
@@ -45,7 +44,7 @@ impl Level {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::None => "none",
             Self::Read => "read",
@@ -54,7 +53,7 @@ impl Level {
     }
 
     /// Does this level grant `needed`?
-    pub fn allows(self, needed: Level) -> bool {
+    pub(crate) fn allows(self, needed: Level) -> bool {
         self >= needed
     }
 }
@@ -67,10 +66,10 @@ impl fmt::Display for Level {
 
 /// A key's stable identifier (`k7f3a9c1e`): 1–64 of `[A-Za-z0-9._-]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KeyId(Arc<str>);
+pub(crate) struct KeyId(Arc<str>);
 
 impl KeyId {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub(crate) fn parse(s: &str) -> Result<Self, String> {
         if (1..=64).contains(&s.len())
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
@@ -84,13 +83,13 @@ impl KeyId {
     }
 
     /// A new random id: `k` + 10 base62 characters.
-    pub fn generate() -> Result<Self, getrandom::Error> {
+    pub(crate) fn generate() -> Result<Self, getrandom::Error> {
         let mut s = String::from("k");
         s.push_str(&random_base62(10)?);
         Ok(Self(s.into()))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -109,7 +108,7 @@ impl fmt::Display for KeyId {
 
 /// Checks a key name: 1–64 printable characters, no control or bidirectional
 /// formatting characters.
-pub fn validate_name(name: &str) -> Result<(), String> {
+pub(crate) fn validate_name(name: &str) -> Result<(), String> {
     let n = name.chars().count();
     if n == 0 || n > 64 {
         return Err(format!("name must be 1-64 characters (it has {n})"));
@@ -135,7 +134,7 @@ fn is_bidi_control(c: char) -> bool {
 pub struct Secret(String);
 
 impl Secret {
-    pub fn new(s: String) -> Self {
+    pub(crate) fn new(s: String) -> Self {
         Self(s)
     }
     /// The value itself, for the one place that shows it (key creation, reveal).
@@ -165,7 +164,7 @@ impl KeyHash {
         Self(Sha256::digest(key).into())
     }
 
-    pub fn from_hex(s: &str) -> Option<Self> {
+    pub(crate) fn from_hex(s: &str) -> Option<Self> {
         if s.len() != 64 {
             return None;
         }
@@ -191,14 +190,14 @@ impl fmt::Debug for KeyHash {
 
 /// Why a presented `kg_` key cannot be right, found without a lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KgFormatError {
+pub(crate) enum KgFormatError {
     Length,
     Alphabet,
     Checksum,
 }
 
 /// Checks a presented value that starts with `kg_`.
-pub fn check_kg(value: &str) -> Result<(), KgFormatError> {
+pub(crate) fn check_kg(value: &str) -> Result<(), KgFormatError> {
     let b = value.as_bytes();
     if b.len() != KG_KEY_LEN {
         return Err(KgFormatError::Length);
@@ -215,7 +214,7 @@ pub fn check_kg(value: &str) -> Result<(), KgFormatError> {
 }
 
 /// The checksum characters of SPEC §2 for the 32 random characters.
-pub fn checksum(random: &[u8]) -> [u8; CHECKSUM_LEN] {
+pub(crate) fn checksum(random: &[u8]) -> [u8; CHECKSUM_LEN] {
     let mut n = crc32fast::hash(random);
     let mut out = [b'0'; CHECKSUM_LEN];
     for slot in out.iter_mut().rev() {
@@ -253,17 +252,17 @@ fn random_base62(n: usize) -> Result<String, getrandom::Error> {
 }
 
 /// The shown part of a key (`kg_3Xb8`).
-pub fn display_prefix(key: &str) -> String {
+pub(crate) fn display_prefix(key: &str) -> String {
     key.chars().take(DISPLAY_PREFIX_LEN).collect()
 }
 
 /// The masked form shown in lists: `kg_3Xb8••••••••`.
-pub fn masked(prefix: &str) -> String {
+pub(crate) fn masked(prefix: &str) -> String {
     format!("{prefix}••••••••")
 }
 
 /// Checks an operator-supplied `secret:`: `[A-Za-z0-9._~+/=-]{32,256}`, not `kg_…`.
-pub fn validate_operator_secret(s: &str) -> Result<(), String> {
+pub(crate) fn validate_operator_secret(s: &str) -> Result<(), String> {
     if s.starts_with(KG_PREFIX) {
         return Err("an operator-supplied secret must not start with 'kg_' (that prefix is for keys keygate makes)".into());
     }

@@ -1,48 +1,43 @@
 //! keygate: an API-key gateway that runs as a reverse-proxy sidecar.
 //!
-//! A request's path through the code:
+//! The code is organised by plane; every import between top-level modules points
+//! down this list, and none points up:
 //!
-//! 1. [`server`] accepts the connection, detects HTTP/1.1 or HTTP/2, and hands each
-//!    request to [`pipeline::handle`] with the snapshot in force ([`snapshot`]).
-//! 2. [`pipeline`] is the only place that knows the order: [`hygiene`] (path and
-//!    header rules) → public paths and categories ([`policy`]) → the API switch →
-//!    the key ([`auth`], [`keys`]) → rate limits ([`ratelimit`]) → permission →
-//!    [`proxy`] (header rewrite, pooled client, 502/504/413).
-//! 3. Every refusal is a [`reject::Reject`]; one match turns it into a JSON response.
-//! 4. The [`record::Finish`] guard travels with the response body ([`body`]) and
-//!    fires exactly once when the response is done or abandoned, feeding the
-//!    [`record::Observer`] and the key's last-used time.
+//! | module | its one job |
+//! | --- | --- |
+//! | [`cli`] | the command line: arguments, `serve`, key commands, log printing, the demo; the only reader of the environment |
+//! | `gateway` | the composition root: builds the snapshot handle and the reloader, binds the listeners, drains on shutdown |
+//! | `control` | the only writer: the reloader, the keys watcher, key management, the state folder, the admin API + console, the metrics listener |
+//! | `proxy` | the data plane: the pipeline (the one place that knows the order of a request's checks), hygiene, auth, refusals, the header rewrite, the upstream client; reads snapshots, never writes one |
+//! | `server` | transport only: one accept loop for every listener, connection deadlines, TLS |
+//! | `observe` | the request-finished hook, the response body that fires it, metrics, the access-log writer and reader |
+//! | `config`, `keys`, `policy`, `ratelimit` | leaves: the two layers of config.yaml, key formats and the key set, categories and levels, limiters |
 //!
-//! [`config`] holds the two layers of config.yaml (serde mirror and runtime types);
-//! [`gateway`] starts and stops everything in-process, for `main.rs` and the tests.
+//! A request's path: `server` accepts the connection and hands each request to the
+//! `proxy` pipeline with the snapshot in force → hygiene → public paths → the API
+//! switch → the key → rate limits → category → permission → forward. Every refusal is
+//! one `Reject`, turned into a response in one match. The `Finish` guard travels with
+//! the response body and fires exactly once, feeding metrics, the access log and the
+//! key's last-used time.
 
-pub mod accesslog;
-pub mod admin;
-pub mod auth;
-pub mod body;
 pub mod cli;
-pub mod commands;
-pub mod config;
-pub mod conn;
-pub mod demo;
-pub mod gateway;
-pub mod hygiene;
-pub mod keys;
-pub mod logs;
-pub mod manage;
-pub mod metrics;
-pub mod ops;
-pub mod output;
-pub mod pipeline;
-pub mod policy;
-pub mod proxy;
-pub mod ratelimit;
-pub mod record;
-pub mod reject;
-pub mod requestid;
-pub mod run;
-pub mod server;
-pub mod snapshot;
-pub mod state;
-pub mod tls;
-pub mod tunnel;
+mod config;
+mod control;
+mod gateway;
+mod keys;
+mod observe;
+mod policy;
+mod proxy;
+mod ratelimit;
+mod server;
+
+pub use config::LoadError;
+pub use gateway::{Gateway, GatewayOptions, LAST_USED_EVERY, StartError};
+pub use keys::{KeyHash, Secret, mint};
+pub use proxy::hygiene::{PathError, normalize_path};
+
+/// What keygate records about each finished request (the access log's fields), and
+/// the observer trait embedders and tests use to see every record.
+pub mod record {
+    pub use crate::observe::record::{Decision, NoObserver, Observer, Record};
+}

@@ -19,7 +19,7 @@ use crate::keys::Level;
 
 /// Index of a category in the snapshot's [`Policy`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct CategoryId(pub(crate) u16);
+pub(crate) struct CategoryId(pub(crate) u16);
 
 /// At most this many `**` in one pattern (keeps matching cheap).
 const MAX_DOUBLE_STARS: usize = 4;
@@ -43,14 +43,14 @@ impl Seg {
 
 /// One compiled path pattern.
 #[derive(Debug, Clone)]
-pub struct Pattern {
+pub(crate) struct Pattern {
     text: Box<str>,
     segs: Vec<Seg>,
     has_many: bool,
 }
 
 impl Pattern {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let Some(rest) = text.strip_prefix('/') else {
             return Err(format!("pattern {text:?} must start with '/'"));
         };
@@ -101,12 +101,12 @@ impl Pattern {
         })
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.text
     }
 
     /// Does this pattern match the normalised `path` (which starts with `/`)?
-    pub fn matches(&self, path: &str) -> bool {
+    pub(crate) fn matches(&self, path: &str) -> bool {
         match path.strip_prefix('/') {
             Some(rest) => match_segs(&self.segs, Some(rest)),
             None => false,
@@ -180,20 +180,20 @@ fn match_segs(segs: &[Seg], rest: Option<&str>) -> bool {
 
 /// What a normalised path is, by the routing table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     Public,
     Category(CategoryId),
     Unmatched,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unmatched {
+pub(crate) enum Unmatched {
     Deny,
     AllowAnyKey,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Preflight {
+pub(crate) enum Preflight {
     Deny,
     Forward,
 }
@@ -206,23 +206,26 @@ struct Entry {
 
 /// The compiled routing table of one snapshot.
 #[derive(Debug)]
-pub struct Policy {
+pub(crate) struct Policy {
     names: Vec<Arc<str>>,
     by_name: HashMap<String, CategoryId>,
     entries: Vec<Entry>,
-    pub unmatched: Unmatched,
-    pub preflight: Preflight,
-    pub allow_non_ascii_paths: bool,
+    pub(crate) unmatched: Unmatched,
+    pub(crate) preflight: Preflight,
+    pub(crate) allow_non_ascii_paths: bool,
+    /// `routes.allow_trailing_dots`: a path segment may end in `.`.
+    pub(crate) allow_trailing_dots: bool,
 }
 
 impl Policy {
     /// Compiles the routes; errors name the field (`routes.categories.jobs[1]`).
-    pub fn compile(
+    pub(crate) fn compile(
         public: &[String],
         categories: &BTreeMap<String, Vec<String>>,
         unmatched: Unmatched,
         preflight: Preflight,
         allow_non_ascii_paths: bool,
+        allow_trailing_dots: bool,
     ) -> Result<Self, String> {
         let mut names = Vec::new();
         let mut by_name = HashMap::new();
@@ -272,11 +275,12 @@ impl Policy {
             unmatched,
             preflight,
             allow_non_ascii_paths,
+            allow_trailing_dots,
         })
     }
 
     /// The route for a normalised path: the most specific matching pattern.
-    pub fn route(&self, path: &str) -> Route {
+    pub(crate) fn route(&self, path: &str) -> Route {
         let mut best: Option<&Entry> = None;
         for e in &self.entries {
             if e.pattern.matches(path)
@@ -288,21 +292,21 @@ impl Policy {
         best.map_or(Route::Unmatched, |e| e.route)
     }
 
-    pub fn category_name(&self, id: CategoryId) -> &Arc<str> {
+    pub(crate) fn category_name(&self, id: CategoryId) -> &Arc<str> {
         // Ids are only made by `compile` for this policy's own table.
         &self.names[usize::from(id.0)]
     }
 
-    pub fn category_id(&self, name: &str) -> Option<CategoryId> {
+    pub(crate) fn category_id(&self, name: &str) -> Option<CategoryId> {
         self.by_name.get(name).copied()
     }
 
-    pub fn category_count(&self) -> usize {
+    pub(crate) fn category_count(&self) -> usize {
         self.names.len()
     }
 
     /// Category names with their patterns, in name order.
-    pub fn categories(&self) -> impl Iterator<Item = (&str, Vec<&str>)> {
+    pub(crate) fn categories(&self) -> impl Iterator<Item = (&str, Vec<&str>)> {
         self.names.iter().enumerate().map(|(i, n)| {
             let pats = self
                 .entries
@@ -324,7 +328,7 @@ fn valid_category_name(name: &str) -> bool {
 
 /// The level a method needs on the category; `None` means the method is not allowed
 /// through the gateway (`405`).
-pub fn required_level(method: &Method) -> Option<Level> {
+pub(crate) fn required_level(method: &Method) -> Option<Level> {
     match *method {
         Method::GET | Method::HEAD | Method::OPTIONS => Some(Level::Read),
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE => Some(Level::Write),
@@ -333,7 +337,7 @@ pub fn required_level(method: &Method) -> Option<Level> {
 }
 
 /// The `Allow` header value sent with `405`.
-pub const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+pub(crate) const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 
 #[cfg(test)]
 mod tests {
@@ -345,7 +349,15 @@ mod tests {
             .iter()
             .map(|(n, p)| (n.to_string(), p.iter().map(|s| s.to_string()).collect()))
             .collect();
-        Policy::compile(&public, &cats, Unmatched::Deny, Preflight::Deny, false).unwrap()
+        Policy::compile(
+            &public,
+            &cats,
+            Unmatched::Deny,
+            Preflight::Deny,
+            false,
+            false,
+        )
+        .unwrap()
     }
 
     fn cat(p: &Policy, path: &str) -> Option<String> {
@@ -427,8 +439,9 @@ mod tests {
                 .map(|(n, p)| (n.to_string(), p.iter().map(|s| s.to_string()).collect()))
                 .collect()
         };
-        let err =
-            |c| Policy::compile(&[], &c, Unmatched::Deny, Preflight::Deny, false).unwrap_err();
+        let err = |c| {
+            Policy::compile(&[], &c, Unmatched::Deny, Preflight::Deny, false, false).unwrap_err()
+        };
         assert!(err(cats(&[("a", &["/x"]), ("b", &["/X"])])).contains("already used"));
         assert!(err(cats(&[("a", &["x"])])).contains("start with '/'"));
         assert!(err(cats(&[("a", &["/a*"])])).contains("whole segments"));

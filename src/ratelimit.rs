@@ -23,14 +23,14 @@ use crate::config::file::RateFile;
 
 /// A validated rate: `count` requests per `per`, with `burst`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    pub count: NonZeroU32,
-    pub per: Per,
-    pub burst: NonZeroU32,
+pub(crate) struct Rate {
+    pub(crate) count: NonZeroU32,
+    pub(crate) per: Per,
+    pub(crate) burst: NonZeroU32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Per {
+pub(crate) enum Per {
     Second,
     Minute,
 }
@@ -62,7 +62,7 @@ impl Rate {
         Self::from_parts(f.per_second, f.per_minute, f.burst)
     }
 
-    pub fn quota(&self) -> Quota {
+    pub(crate) fn quota(&self) -> Quota {
         let q = match self.per {
             Per::Second => Quota::per_second(self.count),
             Per::Minute => Quota::per_minute(self.count),
@@ -72,22 +72,22 @@ impl Rate {
 }
 
 /// A key's limiter.
-pub type KeyLimiter = DefaultDirectRateLimiter;
+pub(crate) type KeyLimiter = DefaultDirectRateLimiter;
 
 /// The one clock every limiter reads. Making a clock is expensive (calibration), so
 /// limiters share this one: a 100,000-key reload makes 100,000 limiters.
-pub fn clock() -> &'static DefaultClock {
+pub(crate) fn clock() -> &'static DefaultClock {
     static CLOCK: LazyLock<DefaultClock> = LazyLock::new(DefaultClock::default);
     &CLOCK
 }
 
-pub fn key_limiter(rate: &Rate) -> KeyLimiter {
+pub(crate) fn key_limiter(rate: &Rate) -> KeyLimiter {
     DefaultDirectRateLimiter::direct_with_clock(rate.quota(), clock().clone())
 }
 
 /// Over the limit; retry after this many whole seconds (≥ 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryAfter(pub u64);
+pub(crate) struct RetryAfter(pub u64);
 
 fn retry_after(wait: Duration) -> RetryAfter {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -95,7 +95,7 @@ fn retry_after(wait: Duration) -> RetryAfter {
 }
 
 /// Takes one request from a key's limiter.
-pub fn check_key(limiter: &KeyLimiter, clock: &DefaultClock) -> Result<(), RetryAfter> {
+pub(crate) fn check_key(limiter: &KeyLimiter, clock: &DefaultClock) -> Result<(), RetryAfter> {
     limiter
         .check()
         .map_err(|not_until| retry_after(not_until.wait_time_from(clock.now())))
@@ -131,7 +131,7 @@ impl IpKey {
 const SHARDS: usize = 16;
 
 /// Bounded per-IP limiter for failed authentication.
-pub struct IpLimiter {
+pub(crate) struct IpLimiter {
     quota: Quota,
     shards: Box<[Mutex<LruCache<IpKey, DefaultDirectRateLimiter>>]>,
     evicted: AtomicU64,
@@ -147,7 +147,7 @@ impl std::fmt::Debug for IpLimiter {
 }
 
 impl IpLimiter {
-    pub fn new(rate: &Rate, max_tracked: NonZeroUsize) -> Self {
+    pub(crate) fn new(rate: &Rate, max_tracked: NonZeroUsize) -> Self {
         let shards = SHARDS.min(max_tracked.get());
         let per = max_tracked.get() / shards;
         let shards_vec = (0..shards)
@@ -166,7 +166,7 @@ impl IpLimiter {
     }
 
     /// Charges one failed authentication to `ip`.
-    pub fn check(&self, ip: IpAddr, clock: &DefaultClock) -> Result<(), RetryAfter> {
+    pub(crate) fn check(&self, ip: IpAddr, clock: &DefaultClock) -> Result<(), RetryAfter> {
         let key = IpKey::of(ip);
         let shard = &self.shards[key.shard(self.shards.len())];
         // A poisoned shard only means another thread panicked mid-update of a counter;
@@ -188,19 +188,15 @@ impl IpLimiter {
     }
 
     /// Addresses tracked now (never above [`IpLimiter::capacity`]).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
             .sum()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Entries evicted so far.
-    pub fn evicted(&self) -> u64 {
+    pub(crate) fn evicted(&self) -> u64 {
         self.evicted.load(Ordering::Relaxed)
     }
 }

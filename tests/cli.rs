@@ -3,11 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
 use std::process::Command;
 
-use common::*;
+use support::*;
 
 fn keygate(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_keygate"))

@@ -5,13 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::*;
+use support::*;
 
 const TIMEOUTS: &str = "timeouts:\n  client_header_read: 500ms\n  idle: 1s\n";
 

@@ -4,12 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
 use std::path::Path;
 use std::process::Command;
 
-use common::TempDir;
+use support::TempDir;
 
 fn manifest(name: &str) -> serde_yaml::Value {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))

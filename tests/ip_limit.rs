@@ -3,11 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use common::*;
+use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
 
@@ -62,22 +62,16 @@ async fn table_stays_bounded_under_twenty_thousand_addresses() {
         }
     };
     run(0..5_000).await;
-    let limiter = h.gateway.shared.snapshot().ip_limiter.clone();
-    assert!(limiter.len() <= 1000, "{}", limiter.len());
+    let m = h.gateway.metrics_addr;
+    let tracked = || support::metric(m, "keygate_ip_limiter_tracked") as u64;
+    let evicted = || support::metric(m, "keygate_ip_limiter_evictions_total") as u64;
+    assert!(tracked() <= 1000, "{}", tracked());
     let rss_before = rss_kib();
     run(5_000..20_000).await;
     let rss_after = rss_kib();
-    assert!(limiter.len() <= 1000, "tracked {}", limiter.len());
-    assert!(
-        limiter.len() >= 900,
-        "the table is in use: {}",
-        limiter.len()
-    );
-    assert!(
-        limiter.evicted() >= 19_000,
-        "evictions counted: {}",
-        limiter.evicted()
-    );
+    assert!(tracked() <= 1000, "tracked {}", tracked());
+    assert!(tracked() >= 900, "the table is in use: {}", tracked());
+    assert!(evicted() >= 19_000, "evictions counted: {}", evicted());
     eprintln!("RSS {rss_before} KiB -> {rss_after} KiB over 15,000 more addresses");
     assert!(
         rss_after < rss_before + 4 * 1024,

@@ -4,15 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
-use keygate::gateway::Gateway;
+use keygate::{Gateway, GatewayOptions};
+use support::*;
 
 fn cli(cfg: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_keygate"))
@@ -280,21 +280,26 @@ async fn twenty_concurrent_creates_all_land() {
         .into_iter()
         .map(|c| ok(&c.wait_with_output().unwrap()).trim().to_string())
         .collect();
-    let file: keygate::keys::file::KeysFile =
-        keygate::keys::file::KeysFile::load(&h.dir.path().join("keys.yaml")).unwrap();
+    let file: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(h.dir.path().join("keys.yaml")).unwrap())
+            .unwrap();
+    let names: Vec<&str> = file["keys"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
     for i in 0..20 {
         assert!(
-            file.keys
-                .iter()
-                .any(|k| k.name == format!("Concurrent {i}")),
+            names.contains(&format!("Concurrent {i}").as_str()),
             "Concurrent {i} lost"
         );
         assert!(
-            file.keys.iter().any(|k| k.name == format!("Parallel {i}")),
+            names.contains(&format!("Parallel {i}").as_str()),
             "Parallel {i} lost"
         );
     }
-    assert_eq!(file.keys.len(), 6 + 40);
+    assert_eq!(names.len(), 6 + 40);
     // And every one of them works on the running gateway.
     let addr = h.addr();
     for k in keys.iter().take(3) {
@@ -411,7 +416,7 @@ async fn kubernetes_data_symlink_swaps_are_followed() {
         &config_yaml(upstream.addr, ROUTES)
             .replace("keys_file: keys.yaml", "keys_file: secret/keys.yaml"),
     );
-    let gw = Gateway::start(&cfg, Arc::new(Collect::default()))
+    let gw = Gateway::start(&cfg, GatewayOptions::default())
         .await
         .unwrap();
     let addr = gw.public_addr;
@@ -505,7 +510,7 @@ async fn last_used_moves_and_survives_a_restart() {
     let cfg = h.dir.path().join("config.yaml");
     assert_eq!(status(h.addr(), "/api/v1/candidates", SECRET_READ).0, 200);
     // A second gateway on the same state_dir refuses to start.
-    let err = Gateway::start(&cfg, Arc::new(Collect::default()))
+    let err = Gateway::start(&cfg, GatewayOptions::default())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("another keygate"), "{err}");
@@ -528,18 +533,11 @@ async fn last_used_moves_and_survives_a_restart() {
     assert!(ok(&cli(&cfg, &["keys", "list"])).contains("just now"));
     // Restart on the same state_dir: the time is still there, and moves on use.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let gw = Gateway::start(&cfg, Arc::new(Collect::default()))
+    let gw = Gateway::start(&cfg, GatewayOptions::default())
         .await
         .unwrap();
-    let k = gw
-        .shared
-        .snapshot()
-        .keys
-        .get(&keygate::keys::KeyId::parse("kzapier").unwrap())
-        .unwrap()
-        .clone();
     assert!(
-        k.last_used.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        gw.key_last_used_ms("kzapier").is_some(),
         "seeded from last_used.json"
     );
     assert_eq!(
@@ -582,16 +580,12 @@ async fn reload_of_100k_keys() {
     std::fs::write(h.dir.path().join("keys.yaml.new"), &text).unwrap();
     std::fs::rename(h.dir.path().join("keys.yaml.new"), &path).unwrap();
     let t = Instant::now();
-    let reload = tokio::task::spawn_blocking({
-        let shared = h.gateway.shared.clone();
-        move || {
-            let t = Instant::now();
-            let n = shared.reload_keys().unwrap();
-            (n, t.elapsed())
-        }
-    });
     let before = answered.load(std::sync::atomic::Ordering::Relaxed);
-    let (n, took) = reload.await.unwrap();
+    let (n, took) = tokio::task::block_in_place(|| {
+        let t = Instant::now();
+        let n = h.gateway.reload_keys().unwrap();
+        (n, t.elapsed())
+    });
     let during = answered.load(std::sync::atomic::Ordering::Relaxed) - before;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     load.join().unwrap();

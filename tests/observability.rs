@@ -2,16 +2,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::*;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
+use support::*;
 
 fn read_records(dir: &Path) -> Vec<serde_json::Value> {
     let mut files: Vec<_> = std::fs::read_dir(dir.join("logs"))
@@ -99,7 +99,7 @@ async fn one_valid_record_per_request_without_secrets() {
         let r = h.get(path, &hs);
         assert_eq!(r.status, *status, "{path}: {}", r.raw);
     }
-    h.gateway.access_log.flush(Duration::from_secs(5));
+    h.gateway.flush_access_log(Duration::from_secs(5));
     let recs = read_records(h.dir.path());
     assert_eq!(recs.len(), sent.len(), "exactly one record per request");
     let text = std::fs::read_to_string(h.dir.path().join("logs/access.log")).unwrap();
@@ -179,7 +179,7 @@ async fn client_closed_is_recorded() {
     .unwrap();
     let recs = h.records.wait_for(1).await;
     assert_eq!(recs[0].decision, keygate::record::Decision::ClientClosed);
-    assert_eq!(recs[0].key.as_ref().unwrap().id.as_str(), "kzapier");
+    assert_eq!(recs[0].key_id().unwrap(), "kzapier");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -197,7 +197,7 @@ async fn a_full_disk_drops_records_but_not_requests() {
         );
     }
     let took = t.elapsed();
-    h.gateway.access_log.flush(Duration::from_secs(5));
+    h.gateway.flush_access_log(Duration::from_secs(5));
     let dropped = metric(h.gateway.metrics_addr, "keygate_access_log_dropped_total");
     assert!(dropped >= 200.0, "dropped {dropped}");
     assert!(took < Duration::from_secs(10), "{took:?}");
@@ -244,7 +244,7 @@ async fn rotation_and_reopen_lose_nothing() {
         ok += t.await.unwrap();
     }
     assert_eq!(ok, 20_000);
-    h.gateway.access_log.flush(Duration::from_secs(10));
+    h.gateway.flush_access_log(Duration::from_secs(10));
     let recs = read_records(h.dir.path());
     assert_eq!(recs.len(), 20_000, "every record, across rotations");
     let files = std::fs::read_dir(h.dir.path().join("logs"))
@@ -262,7 +262,7 @@ async fn rotation_and_reopen_lose_nothing() {
     .unwrap();
     h.gateway.reload().unwrap();
     assert_eq!(send_many(addr, 10).await, 10);
-    h.gateway.access_log.flush(Duration::from_secs(5));
+    h.gateway.flush_access_log(Duration::from_secs(5));
     let fresh = std::fs::read_to_string(h.dir.path().join("logs/access.log")).unwrap();
     assert_eq!(fresh.lines().count(), 10, "records go to the reopened file");
 }
@@ -313,7 +313,7 @@ async fn logs_command_filters() {
         }
         h.request(method, path, &hs, "");
     }
-    h.gateway.access_log.flush(Duration::from_secs(5));
+    h.gateway.flush_access_log(Duration::from_secs(5));
     let cfg = h.dir.path().join("config.yaml");
     let q = |args: &[&str]| ids(&logs_cli(&cfg, &[args, &["--json"]].concat()));
     assert_eq!(q(&[]), ["f", "e", "d", "c", "b", "a"], "newest first");

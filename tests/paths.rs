@@ -4,9 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
-use common::*;
+use support::*;
 
 /// What happens to a request target.
 #[derive(Debug, Clone, Copy)]
@@ -266,7 +266,7 @@ async fn forwarded_path_equals_recorded_path() {
         assert_eq!(upstream_path, rec.path, "seed {seed:#x} target {target:?}");
         // And the normalised path is a fixed point: normalising it again changes nothing.
         assert_eq!(
-            keygate::hygiene::normalize_path(&rec.path, false).unwrap(),
+            keygate::normalize_path(&rec.path, false).unwrap(),
             rec.path,
             "seed {seed:#x} target {target:?}"
         );

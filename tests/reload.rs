@@ -3,13 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::*;
+use support::*;
 
 fn config(upstream: std::net::SocketAddr, with_reports: bool) -> String {
     let reports = if with_reports {
@@ -29,7 +29,7 @@ fn config(upstream: std::net::SocketAddr, with_reports: bool) -> String {
 async fn sighup_applies_a_new_route_without_dropping_requests() {
     let upstream = Upstream::start().await;
     let dir = TempDir::new();
-    let kg = keygate::keys::mint().unwrap().expose().to_string();
+    let kg = keygate::mint().unwrap().expose().to_string();
     dir.write("keys.yaml", &keys_yaml(&kg));
     let cfg = dir.write("config.yaml", &config(upstream.addr, false));
     let gw = Spawned::start(&cfg);

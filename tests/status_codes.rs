@@ -3,10 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
-use common::*;
 use keygate::record::Decision;
+use support::*;
 
 fn assert_error(r: &Reply, status: u16, code: &str) {
     assert_eq!(r.status, status, "{}", r.raw);
@@ -53,7 +53,7 @@ async fn allowed_requests_pass_upstream_statuses_through() {
     let recs = h.records.wait_for(6).await;
     let last = recs.last().unwrap();
     assert_eq!(last.decision, Decision::Allowed);
-    assert_eq!(last.key.as_ref().unwrap().id.as_str(), "kminted");
+    assert_eq!(last.key_id().unwrap(), "kminted");
     assert_eq!(last.category.as_deref(), Some("jobs"));
 }
 
@@ -135,7 +135,7 @@ async fn authentication_refusals() {
         "malformed_api_key",
     );
     // A well-formed kg_ key that is not in the file.
-    let unknown = keygate::keys::mint().unwrap();
+    let unknown = keygate::mint().unwrap();
     assert_error(
         &h.get("/api/v1/candidates", &[("X-API-Key", unknown.expose())]),
         401,

@@ -3,13 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::*;
+use support::*;
 
 const SIZE: u64 = 100 * 1024 * 1024;
 
@@ -17,7 +17,7 @@ const SIZE: u64 = 100 * 1024 * 1024;
 async fn hundred_megabytes_each_way_in_bounded_memory() {
     let upstream = Upstream::start().await;
     let dir = TempDir::new();
-    let kg = keygate::keys::mint().unwrap().expose().to_string();
+    let kg = keygate::mint().unwrap().expose().to_string();
     dir.write("keys.yaml", &keys_yaml(&kg));
     let cfg = dir.write(
         "config.yaml",

@@ -3,20 +3,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::*;
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use keygate::gateway::Gateway;
+use keygate::{Gateway, GatewayOptions};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
+use support::*;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -88,7 +88,7 @@ async fn start_tls_gateway(dir: &TempDir, upstream: SocketAddr) -> Gateway {
             &format!("{ROUTES}tls:\n  cert_file: tls.crt\n  key_file: tls.key\n"),
         ),
     );
-    Gateway::start(&cfg, Arc::new(Collect::default()))
+    Gateway::start(&cfg, GatewayOptions::default())
         .await
         .unwrap()
 }
@@ -215,7 +215,7 @@ async fn https_upstream_with_a_custom_ca() {
         &format!("https://localhost:{}", up_addr.port()),
     );
     let cfg = dir.write("config.yaml", &cfg_text);
-    let gw = Gateway::start(&cfg, Arc::new(Collect::default()))
+    let gw = Gateway::start(&cfg, GatewayOptions::default())
         .await
         .unwrap();
     let addr = gw.public_addr;
@@ -237,7 +237,7 @@ async fn https_upstream_with_a_custom_ca() {
         "config.yaml",
         &cfg_text.replace("upstream_ca_file: ca.pem\n", ""),
     );
-    let gw2 = Gateway::start(&cfg2, Arc::new(Collect::default()))
+    let gw2 = Gateway::start(&cfg2, GatewayOptions::default())
         .await
         .unwrap();
     let addr2 = gw2.public_addr;

@@ -12,34 +12,34 @@ use super::units::{ConfigDuration, ConfigSize};
 #[serde(deny_unknown_fields)]
 pub(crate) struct ConfigFile {
     #[serde(default = "default_listen")]
-    pub listen: String,
-    pub upstream: String,
+    pub(crate) listen: String,
+    pub(crate) upstream: String,
     #[serde(default)]
-    pub upstream_ca_file: Option<PathBuf>,
+    pub(crate) upstream_ca_file: Option<PathBuf>,
     #[serde(default)]
-    pub tls: Option<TlsFile>,
+    pub(crate) tls: Option<TlsFile>,
     #[serde(default)]
-    pub metrics: MetricsFile,
+    pub(crate) metrics: MetricsFile,
     #[serde(default)]
-    pub admin: AdminFile,
+    pub(crate) admin: AdminFile,
     #[serde(default = "default_keys_file")]
-    pub keys_file: PathBuf,
+    pub(crate) keys_file: PathBuf,
     #[serde(default = "default_state_dir")]
-    pub state_dir: PathBuf,
+    pub(crate) state_dir: PathBuf,
     #[serde(default)]
-    pub auth: AuthFile,
+    pub(crate) auth: AuthFile,
     #[serde(default)]
-    pub routes: RoutesFile,
+    pub(crate) routes: RoutesFile,
     #[serde(default)]
-    pub rate_limit: RateLimitFile,
+    pub(crate) rate_limit: RateLimitFile,
     #[serde(default)]
-    pub timeouts: TimeoutsFile,
+    pub(crate) timeouts: TimeoutsFile,
     #[serde(default)]
-    pub limits: LimitsFile,
+    pub(crate) limits: LimitsFile,
     #[serde(default)]
-    pub trusted_proxies: Vec<String>,
+    pub(crate) trusted_proxies: Vec<String>,
     #[serde(default)]
-    pub access_log: AccessLogFile,
+    pub(crate) access_log: AccessLogFile,
 }
 
 fn default_listen() -> String {
@@ -55,14 +55,14 @@ fn default_state_dir() -> PathBuf {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TlsFile {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
+    pub(crate) cert_file: PathBuf,
+    pub(crate) key_file: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct MetricsFile {
-    pub listen: String,
+    pub(crate) listen: String,
 }
 
 impl Default for MetricsFile {
@@ -76,9 +76,9 @@ impl Default for MetricsFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct AdminFile {
-    pub listen: String,
-    pub token_env: String,
-    pub allowed_hosts: Vec<String>,
+    pub(crate) listen: String,
+    pub(crate) token_env: String,
+    pub(crate) allowed_hosts: Vec<String>,
 }
 
 impl Default for AdminFile {
@@ -94,8 +94,8 @@ impl Default for AdminFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct AuthFile {
-    pub headers: Vec<String>,
-    pub forward_key: bool,
+    pub(crate) headers: Vec<String>,
+    pub(crate) forward_key: bool,
 }
 
 impl Default for AuthFile {
@@ -110,11 +110,12 @@ impl Default for AuthFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RoutesFile {
-    pub public: Vec<String>,
-    pub categories: BTreeMap<String, Vec<String>>,
-    pub unmatched: UnmatchedFile,
-    pub preflight: PreflightFile,
-    pub allow_non_ascii_paths: bool,
+    pub(crate) public: Vec<String>,
+    pub(crate) categories: BTreeMap<String, Vec<String>>,
+    pub(crate) unmatched: UnmatchedFile,
+    pub(crate) preflight: PreflightFile,
+    pub(crate) allow_non_ascii_paths: bool,
+    pub(crate) allow_trailing_dots: bool,
 }
 
 impl Default for RoutesFile {
@@ -125,6 +126,7 @@ impl Default for RoutesFile {
             unmatched: UnmatchedFile::Deny,
             preflight: PreflightFile::Deny,
             allow_non_ascii_paths: false,
+            allow_trailing_dots: false,
         }
     }
 }
@@ -148,24 +150,24 @@ pub(crate) enum PreflightFile {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RateFile {
     #[serde(default)]
-    pub per_second: Option<u32>,
+    pub(crate) per_second: Option<u32>,
     #[serde(default)]
-    pub per_minute: Option<u32>,
+    pub(crate) per_minute: Option<u32>,
     #[serde(default)]
-    pub burst: Option<u32>,
+    pub(crate) burst: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct IpRateFile {
     #[serde(default)]
-    pub per_second: Option<u32>,
+    pub(crate) per_second: Option<u32>,
     #[serde(default)]
-    pub per_minute: Option<u32>,
+    pub(crate) per_minute: Option<u32>,
     #[serde(default)]
-    pub burst: Option<u32>,
+    pub(crate) burst: Option<u32>,
     #[serde(default = "default_max_tracked_ips")]
-    pub max_tracked_ips: u32,
+    pub(crate) max_tracked_ips: u32,
 }
 
 fn default_max_tracked_ips() -> u32 {
@@ -175,8 +177,8 @@ fn default_max_tracked_ips() -> u32 {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RateLimitFile {
-    pub per_key: RateFile,
-    pub unauthenticated_per_ip: IpRateFile,
+    pub(crate) per_key: RateFile,
+    pub(crate) unauthenticated_per_ip: IpRateFile,
 }
 
 impl Default for RateLimitFile {
@@ -200,12 +202,14 @@ impl Default for RateLimitFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct TimeoutsFile {
-    pub upstream_connect: ConfigDuration,
-    pub upstream_response: ConfigDuration,
-    pub client_header_read: ConfigDuration,
-    pub idle: ConfigDuration,
-    pub shutdown_delay: ConfigDuration,
-    pub shutdown: ConfigDuration,
+    pub(crate) upstream_connect: ConfigDuration,
+    pub(crate) upstream_response: ConfigDuration,
+    pub(crate) upstream_read: ConfigDuration,
+    pub(crate) client_header_read: ConfigDuration,
+    pub(crate) client_body_read: ConfigDuration,
+    pub(crate) idle: ConfigDuration,
+    pub(crate) shutdown_delay: ConfigDuration,
+    pub(crate) shutdown: ConfigDuration,
 }
 
 impl Default for TimeoutsFile {
@@ -213,7 +217,9 @@ impl Default for TimeoutsFile {
         Self {
             upstream_connect: ConfigDuration::secs(2),
             upstream_response: ConfigDuration::secs(30),
+            upstream_read: ConfigDuration::secs(60),
             client_header_read: ConfigDuration::secs(10),
+            client_body_read: ConfigDuration::secs(60),
             idle: ConfigDuration::secs(120),
             shutdown_delay: ConfigDuration::secs(5),
             shutdown: ConfigDuration::secs(20),
@@ -224,9 +230,10 @@ impl Default for TimeoutsFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct LimitsFile {
-    pub max_header_bytes: ConfigSize,
-    pub max_body_bytes: ConfigSize,
-    pub max_connections: u32,
+    pub(crate) max_header_bytes: ConfigSize,
+    pub(crate) max_body_bytes: ConfigSize,
+    pub(crate) max_connections: u32,
+    pub(crate) accept_backlog: u32,
 }
 
 impl Default for LimitsFile {
@@ -235,6 +242,7 @@ impl Default for LimitsFile {
             max_header_bytes: ConfigSize::bytes(16384),
             max_body_bytes: ConfigSize::bytes(10_485_760),
             max_connections: 10_000,
+            accept_backlog: 1024,
         }
     }
 }
@@ -242,9 +250,9 @@ impl Default for LimitsFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct AccessLogFile {
-    pub path: String,
-    pub max_size: ConfigSize,
-    pub max_files: u32,
+    pub(crate) path: String,
+    pub(crate) max_size: ConfigSize,
+    pub(crate) max_files: u32,
 }
 
 impl Default for AccessLogFile {

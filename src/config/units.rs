@@ -9,20 +9,20 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, Visitor};
 
 /// The largest duration accepted anywhere in the config.
-pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 /// The largest size accepted anywhere in the config.
-pub const MAX_SIZE: u64 = 1 << 40;
+pub(crate) const MAX_SIZE: u64 = 1 << 40;
 
 /// A duration from the config, already capped at [`MAX_DURATION`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConfigDuration {
-    pub value: Duration,
+pub(crate) struct ConfigDuration {
+    pub(crate) value: Duration,
     /// The value written was larger and has been capped.
-    pub capped: bool,
+    pub(crate) capped: bool,
 }
 
 impl ConfigDuration {
-    pub const fn secs(s: u64) -> Self {
+    pub(crate) const fn secs(s: u64) -> Self {
         Self {
             value: Duration::from_secs(s),
             capped: false,
@@ -31,7 +31,7 @@ impl ConfigDuration {
 }
 
 /// Parses `500ms`, `2s`, `1m`, `1h`, `1d` (a bare number is seconds).
-pub fn parse_duration(text: &str) -> Result<ConfigDuration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<ConfigDuration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
@@ -58,13 +58,13 @@ pub fn parse_duration(text: &str) -> Result<ConfigDuration, String> {
 
 /// A size in bytes from the config, already capped at [`MAX_SIZE`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConfigSize {
-    pub value: u64,
-    pub capped: bool,
+pub(crate) struct ConfigSize {
+    pub(crate) value: u64,
+    pub(crate) capped: bool,
 }
 
 impl ConfigSize {
-    pub const fn bytes(value: u64) -> Self {
+    pub(crate) const fn bytes(value: u64) -> Self {
         Self {
             value,
             capped: false,
@@ -73,7 +73,7 @@ impl ConfigSize {
 }
 
 /// Parses `16384`, `16KiB`, `100MiB`, `1GiB`, `10KB`, `5MB`.
-pub fn parse_size(text: &str) -> Result<ConfigSize, String> {
+pub(crate) fn parse_size(text: &str) -> Result<ConfigSize, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);

@@ -15,63 +15,63 @@ fn yes() -> bool {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct KeysFile {
+pub(crate) struct KeysFile {
     #[serde(default = "yes")]
-    pub api_enabled: bool,
+    pub(crate) api_enabled: bool,
     #[serde(default)]
-    pub keys: Vec<KeyEntry>,
+    pub(crate) keys: Vec<KeyEntry>,
     /// Where each entry of `keys:` starts in the text (line, column), for errors
     /// that name an entry. Empty for flow-style lists.
     #[serde(skip)]
-    pub entry_positions: Vec<(usize, usize)>,
+    pub(crate) entry_positions: Vec<(usize, usize)>,
 }
 
 /// A per-key rate in keys.yaml.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct KeyRateFile {
+pub(crate) struct KeyRateFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub per_second: Option<u32>,
+    pub(crate) per_second: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub per_minute: Option<u32>,
+    pub(crate) per_minute: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub burst: Option<u32>,
+    pub(crate) burst: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct KeyEntry {
-    pub id: String,
-    pub name: String,
+pub(crate) struct KeyEntry {
+    pub(crate) id: String,
+    pub(crate) name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
+    pub(crate) sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prefix: Option<String>,
+    pub(crate) prefix: Option<String>,
     /// Operator-supplied key in the clear (typically from a Kubernetes Secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
+    pub(crate) secret: Option<String>,
     /// AES-256-GCM sealed copy of a key keygate made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sealed: Option<String>,
+    pub(crate) sealed: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created_at: Option<String>,
+    pub(crate) created_at: Option<String>,
     #[serde(default)]
-    pub permissions: BTreeMap<String, String>,
+    pub(crate) permissions: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_limit: Option<KeyRateFile>,
+    pub(crate) rate_limit: Option<KeyRateFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<String>,
+    pub(crate) expires_at: Option<String>,
 }
 
 impl KeyEntry {
     /// The masked form shown in lists: the display prefix of a key keygate made
     /// (`kg_3Xb8••••••••`); nothing of an operator-supplied secret.
-    pub fn masked(&self) -> String {
+    pub(crate) fn masked(&self) -> String {
         super::masked(self.prefix.as_deref().unwrap_or(""))
     }
 
     /// Can the full value be shown again (operator-supplied, or sealed)?
-    pub fn revealable(&self) -> bool {
+    pub(crate) fn revealable(&self) -> bool {
         self.secret.is_some() || self.sealed.is_some()
     }
 }
@@ -79,27 +79,40 @@ impl KeyEntry {
 impl KeysFile {
     /// As [`KeysFile::load`], but a missing file is an empty one (for the CLI, which
     /// may create the first key).
-    pub fn load_or_empty(path: &Path) -> Result<Self, LoadError> {
+    pub(crate) fn load_or_empty(path: &Path) -> Result<Self, LoadError> {
         match std::fs::read_to_string(path) {
             Ok(t) => Self::parse(path, &t),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::parse(path, ""),
-            Err(e) => Err(LoadError::new(path, format!("cannot read: {e}"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::empty()),
+            Err(e) => Err(LoadError::unreadable(path, &e)),
         }
     }
 
-    pub fn load(path: &Path) -> Result<Self, LoadError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| LoadError::new(path, format!("cannot read: {e}")))?;
+    pub(crate) fn load(path: &Path) -> Result<Self, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|e| LoadError::unreadable(path, &e))?;
         Self::parse(path, &text)
     }
 
-    pub fn parse(path: &Path, text: &str) -> Result<Self, LoadError> {
-        if text.trim().is_empty() {
-            return Ok(Self {
-                api_enabled: true,
-                keys: Vec::new(),
-                entry_positions: Vec::new(),
-            });
+    /// A new file: the API on, no keys.
+    pub(crate) fn empty() -> Self {
+        Self {
+            api_enabled: true,
+            keys: Vec::new(),
+            entry_positions: Vec::new(),
+        }
+    }
+
+    pub(crate) fn parse(path: &Path, text: &str) -> Result<Self, LoadError> {
+        // An empty file is far more likely a failed write or a bad mount than an
+        // intent to revoke every key: refuse it (fail safe: the last good keys stay).
+        let blank = text.lines().all(|l| {
+            let l = l.trim();
+            l.is_empty() || l.starts_with('#')
+        });
+        if blank {
+            return Err(LoadError::new(
+                path,
+                "the keys file is empty; to have no keys, write `keys: []`",
+            ));
         }
         let mut file: Self = parse_yaml(path, text)?;
         file.entry_positions = entry_positions(text);

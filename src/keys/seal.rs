@@ -14,7 +14,7 @@ const PREFIX: &str = "v1:";
 
 /// The seal key from `KEYGATE_SEAL_KEY` (32 random bytes, base64) or the file named
 /// by `KEYGATE_SEAL_KEY_FILE`.
-pub struct SealKey(LessSafeKey);
+pub(crate) struct SealKey(LessSafeKey);
 
 impl std::fmt::Debug for SealKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -23,7 +23,7 @@ impl std::fmt::Debug for SealKey {
 }
 
 impl SealKey {
-    pub fn from_base64(text: &str) -> Result<Self, String> {
+    pub(crate) fn from_base64(text: &str) -> Result<Self, String> {
         let bytes = STANDARD
             .decode(text.trim())
             .map_err(|_| "the seal key is not valid base64".to_string())?;
@@ -37,28 +37,7 @@ impl SealKey {
         Ok(Self(LessSafeKey::new(key)))
     }
 
-    /// Reads the seal key from the environment; `Ok(None)` when none is set.
-    pub fn from_env() -> Result<Option<Self>, String> {
-        if let Ok(v) = std::env::var("KEYGATE_SEAL_KEY")
-            && !v.is_empty()
-        {
-            return Self::from_base64(&v)
-                .map(Some)
-                .map_err(|e| format!("KEYGATE_SEAL_KEY: {e}"));
-        }
-        if let Ok(path) = std::env::var("KEYGATE_SEAL_KEY_FILE")
-            && !path.is_empty()
-        {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| format!("KEYGATE_SEAL_KEY_FILE: {path}: {e}"))?;
-            return Self::from_base64(&text)
-                .map(Some)
-                .map_err(|e| format!("KEYGATE_SEAL_KEY_FILE: {path}: {e}"));
-        }
-        Ok(None)
-    }
-
-    pub fn seal(&self, key_id: &str, secret: &Secret) -> Result<String, String> {
+    pub(crate) fn seal(&self, key_id: &str, secret: &Secret) -> Result<String, String> {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).map_err(|e| format!("no randomness: {e}"))?;
         let mut data = secret.expose().as_bytes().to_vec();
@@ -74,7 +53,7 @@ impl SealKey {
         Ok(format!("{PREFIX}{}", STANDARD.encode(out)))
     }
 
-    pub fn open(&self, key_id: &str, sealed: &str) -> Result<Secret, String> {
+    pub(crate) fn open(&self, key_id: &str, sealed: &str) -> Result<Secret, String> {
         let wrong = || "the sealed copy does not open with this seal key".to_string();
         let b64 = sealed.strip_prefix(PREFIX).ok_or_else(wrong)?;
         let mut bytes = STANDARD.decode(b64).map_err(|_| wrong())?;

@@ -22,40 +22,40 @@ use crate::ratelimit::{KeyLimiter, Rate, key_limiter};
 
 /// One key as the request path sees it.
 #[derive(Debug)]
-pub struct KeyRecord {
-    pub id: KeyId,
-    pub name: Arc<str>,
+pub(crate) struct KeyRecord {
+    pub(crate) id: KeyId,
+    pub(crate) name: Arc<str>,
     /// `X-Keygate-Key-Name` value (non-ASCII percent-encoded), made once.
-    pub name_header: HeaderValue,
-    pub id_header: HeaderValue,
+    pub(crate) name_header: HeaderValue,
+    pub(crate) id_header: HeaderValue,
     /// Level per category index.
     levels: Box<[Level]>,
     /// The `"*"` level: for categories not named, and unmatched paths with
     /// `routes.unmatched: allow_any_key`.
-    pub star: Level,
-    pub expires_at: Option<OffsetDateTime>,
-    pub rate: Rate,
-    pub limiter: Arc<KeyLimiter>,
+    pub(crate) star: Level,
+    pub(crate) expires_at: Option<OffsetDateTime>,
+    pub(crate) rate: Rate,
+    pub(crate) limiter: Arc<KeyLimiter>,
     /// Unix milliseconds of the last request with this key (0 = never).
-    pub last_used: Arc<AtomicI64>,
+    pub(crate) last_used: Arc<AtomicI64>,
 }
 
 impl KeyRecord {
-    pub fn level(&self, category: CategoryId) -> Level {
+    pub(crate) fn level(&self, category: CategoryId) -> Level {
         self.levels
             .get(usize::from(category.0))
             .copied()
             .unwrap_or(Level::None)
     }
 
-    pub fn is_expired(&self, now: OffsetDateTime) -> bool {
+    pub(crate) fn is_expired(&self, now: OffsetDateTime) -> bool {
         self.expires_at.is_some_and(|e| now >= e)
     }
 }
 
 /// A hasher for maps keyed by SHA-256 values: the bytes are already uniform.
 #[derive(Default, Clone, Copy)]
-pub struct DigestHasher(u64);
+pub(crate) struct DigestHasher(u64);
 
 impl std::hash::Hasher for DigestHasher {
     fn finish(&self) -> u64 {
@@ -74,15 +74,15 @@ type DigestMap<V> = HashMap<KeyHash, V, std::hash::BuildHasherDefault<DigestHash
 
 /// The keys of one snapshot.
 #[derive(Debug, Default)]
-pub struct KeySet {
+pub(crate) struct KeySet {
     by_hash: DigestMap<Arc<KeyRecord>>,
     by_id: HashMap<KeyId, Arc<KeyRecord>>,
-    pub api_enabled: bool,
+    pub(crate) api_enabled: bool,
 }
 
 impl KeySet {
     /// Validates `file` against the config's categories and builds the set.
-    pub fn build(
+    pub(crate) fn build(
         path: &Path,
         file: &KeysFile,
         policy: &Policy,
@@ -100,6 +100,7 @@ impl KeySet {
                 file: path.to_path_buf(),
                 line: file.entry_positions.get(i).copied(),
                 message: format!("keys[{i}] (id {}): {m}", e.id),
+                unreadable: false,
             };
             let id = KeyId::parse(&e.id).map_err(err)?;
             if set.by_id.contains_key(&id) {
@@ -193,33 +194,29 @@ impl KeySet {
         Ok(set)
     }
 
-    pub fn lookup(&self, hash: &KeyHash) -> Option<&Arc<KeyRecord>> {
+    pub(crate) fn lookup(&self, hash: &KeyHash) -> Option<&Arc<KeyRecord>> {
         self.by_hash.get(hash)
     }
 
-    pub fn get(&self, id: &KeyId) -> Option<&Arc<KeyRecord>> {
+    pub(crate) fn get(&self, id: &KeyId) -> Option<&Arc<KeyRecord>> {
         self.by_id.get(id)
     }
 
-    pub fn get_str(&self, id: &str) -> Option<&Arc<KeyRecord>> {
+    pub(crate) fn get_str(&self, id: &str) -> Option<&Arc<KeyRecord>> {
         self.by_id.get(id)
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_id.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<KeyRecord>> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<KeyRecord>> {
         self.by_id.values()
     }
 }
 
 /// RFC 3339 time, or a plain date (`2027-01-01`, midnight UTC).
-pub fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
+pub(crate) fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
     if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
         return Ok(t);
     }
@@ -253,7 +250,7 @@ mod tests {
         let mut c = BTreeMap::new();
         c.insert("candidates".to_string(), vec!["/c/**".to_string()]);
         c.insert("jobs".to_string(), vec!["/j/**".to_string()]);
-        Policy::compile(&[], &c, Unmatched::Deny, Preflight::Deny, false).unwrap()
+        Policy::compile(&[], &c, Unmatched::Deny, Preflight::Deny, false, false).unwrap()
     }
 
     fn build(yaml: &str) -> Result<KeySet, LoadError> {

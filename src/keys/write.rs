@@ -13,7 +13,7 @@ use super::file::{KeyEntry, KeysFile};
 use crate::config::LoadError;
 
 #[derive(Debug, thiserror::Error)]
-pub enum WriteError {
+pub(crate) enum WriteError {
     /// The keys file cannot be written (a mounted Secret, a read-only file).
     #[error(
         "keys_file_read_only: {0} cannot be written (is it a mounted Secret? change it where it comes from)"
@@ -50,26 +50,26 @@ fn is_read_only(e: &std::io::Error) -> bool {
 
 /// Serialises writers of one keys file.
 #[derive(Debug, Clone)]
-pub struct KeysWriter {
+pub(crate) struct KeysWriter {
     keys_file: PathBuf,
     lock_file: PathBuf,
 }
 
 impl KeysWriter {
-    pub fn new(keys_file: &Path, state_dir: &Path) -> Self {
+    pub(crate) fn new(keys_file: &Path, state_dir: &Path) -> Self {
         Self {
             keys_file: keys_file.to_path_buf(),
             lock_file: state_dir.join("keys.lock"),
         }
     }
 
-    pub fn keys_file(&self) -> &Path {
+    pub(crate) fn keys_file(&self) -> &Path {
         &self.keys_file
     }
 
     /// Reads the file under the lock, lets `change` edit it, and writes the result.
     /// `change` validates (it knows the config) and returns what the caller needs.
-    pub fn update<T>(
+    pub(crate) fn update<T>(
         &self,
         change: impl FnOnce(&mut KeysFile) -> Result<T, WriteError>,
     ) -> Result<T, WriteError> {
@@ -112,7 +112,7 @@ impl KeysWriter {
 }
 
 /// Writes `text` to `path` atomically (see the module docs).
-pub fn write_atomic(path: &Path, text: &str) -> Result<(), WriteError> {
+pub(crate) fn write_atomic(path: &Path, text: &str) -> Result<(), WriteError> {
     // Follow a symlink to the file it names: that file is what gets replaced.
     let target = match fs::canonicalize(path) {
         Ok(p) => p,
@@ -186,7 +186,7 @@ fn q(s: &str) -> String {
 }
 
 /// The `keys:` block for these entries.
-pub fn render_keys(keys: &[KeyEntry]) -> String {
+pub(crate) fn render_keys(keys: &[KeyEntry]) -> String {
     if keys.is_empty() {
         return "keys: []\n".into();
     }
@@ -239,7 +239,7 @@ fn is_top_level_key(line: &str) -> bool {
 
 /// Replaces the `keys:` block and the `api_enabled:` line of `old`, keeping every
 /// other line (comments included).
-pub fn splice(old: &str, api_enabled: bool, keys_block: &str) -> String {
+pub(crate) fn splice(old: &str, api_enabled: bool, keys_block: &str) -> String {
     let lines: Vec<&str> = old.lines().collect();
     let api_line = format!("api_enabled: {api_enabled}");
     let mut out = String::with_capacity(old.len() + keys_block.len());

@@ -1,0 +1,174 @@
+//! Command-line types (clap). No logic: `main.rs` turns these into calls.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// keygate: an API-key gateway that runs beside your app.
+///
+/// keygate is a reverse proxy that checks API keys, maps paths to categories,
+/// enforces per-key permissions (none / read / write) and rate limits, and forwards
+/// allowed requests to the upstream unchanged.
+#[derive(Debug, Parser)]
+#[command(name = "keygate", version, about, long_about = None)]
+pub(crate) struct Cli {
+    /// Path to config.yaml [default: $KEYGATE_CONFIG, else ./config.yaml, else
+    /// /etc/keygate/config.yaml]
+    #[arg(short, long, global = true, value_name = "CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// Format of keygate's own diagnostics on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the gateway (the default command).
+    ///
+    /// SIGHUP reloads config.yaml and the keys file; SIGTERM or SIGINT shut down
+    /// gracefully (a second signal exits at once).
+    Serve,
+    /// Validate config.yaml and the keys file together; exit 1 if invalid.
+    Check,
+    /// Create, list, show, edit, delete and reveal API keys (edits the keys file;
+    /// a running gateway follows within 2 s).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Switch API access on or off for every key, or show the switch.
+    Api {
+        #[arg(value_enum)]
+        state: ApiState,
+    },
+    /// Show the API request log, newest first (the "API Logs" page).
+    Logs(LogsArgs),
+    /// Run a self-contained demo: a sample API as upstream, two sample keys, and
+    /// ready-to-paste curl commands. Needs no files. Ctrl-C stops it.
+    Demo {
+        /// Port of the demo gateway on 127.0.0.1 (metrics on the next port; 0 picks
+        /// free ports).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ApiState {
+    On,
+    Off,
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Create a key and print it (once: keygate stores only its hash).
+    Create {
+        /// The key's name, e.g. "Zapier" (unique, ignoring case).
+        #[arg(long)]
+        name: String,
+        /// Access to one category: CATEGORY=none|read|write (repeatable).
+        #[arg(long = "perm", value_name = "CATEGORY=LEVEL")]
+        perms: Vec<String>,
+        /// Access to every category not named with --perm (the "*" level).
+        #[arg(long, value_name = "LEVEL")]
+        all: Option<String>,
+        /// The key's own rate limit instead of the default: N/s or N/m, with an
+        /// optional burst (20/s:40).
+        #[arg(long, value_name = "N/s[:BURST]")]
+        rate: Option<String>,
+        /// Expiry: a date (2027-01-01) or an RFC 3339 time.
+        #[arg(long, value_name = "DATE")]
+        expires: Option<String>,
+        /// Print only the key (for scripts).
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// List keys: name, id, masked key, permissions, last used, created.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one key by id or name.
+    Show {
+        #[arg(value_name = "ID|NAME")]
+        key: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a key; effective within 2 s on a running gateway.
+    Edit {
+        #[arg(value_name = "ID|NAME")]
+        key: String,
+        /// New name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Set one category's level (others are kept): CATEGORY=none|read|write.
+        #[arg(long = "perm", value_name = "CATEGORY=LEVEL")]
+        perms: Vec<String>,
+        /// Set the "*" level (every category not named).
+        #[arg(long, value_name = "LEVEL")]
+        all: Option<String>,
+        /// N/s[:BURST], N/m[:BURST], or "none" for the default limit.
+        #[arg(long, value_name = "N/s[:BURST]|none")]
+        rate: Option<String>,
+        /// A date or RFC 3339 time, or "never".
+        #[arg(long, value_name = "DATE|never")]
+        expires: Option<String>,
+    },
+    /// Delete a key; effective within 2 s on a running gateway.
+    Delete {
+        #[arg(value_name = "ID|NAME")]
+        key: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Print a key's full value (operator-supplied keys, or keys sealed with
+    /// KEYGATE_SEAL_KEY).
+    Reveal {
+        #[arg(value_name = "ID|NAME")]
+        key: String,
+    },
+}
+
+/// The arguments of `keygate logs`.
+#[derive(Debug, Default, Args)]
+pub(crate) struct LogsArgs {
+    /// Only paths containing this text.
+    #[arg(long)]
+    pub(crate) path: Option<String>,
+    /// Only this method (GET, POST…).
+    #[arg(long)]
+    pub(crate) method: Option<String>,
+    /// Only this status (404) or class (4xx).
+    #[arg(long)]
+    pub(crate) status: Option<String>,
+    /// Only this key (name or id).
+    #[arg(long)]
+    pub(crate) key: Option<String>,
+    /// Only records newer than this: 30m, 1h, 2d, or an RFC 3339 time.
+    #[arg(long)]
+    pub(crate) since: Option<String>,
+    /// Only requests that took longer than this (500ms, 2s).
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) slower_than: Option<String>,
+    /// How many records at most.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) limit: usize,
+    /// Keep printing new records as they arrive.
+    #[arg(long, short)]
+    pub(crate) follow: bool,
+    /// Print the records as JSON lines.
+    #[arg(long)]
+    pub(crate) json: bool,
+}

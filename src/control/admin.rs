@@ -1,0 +1,236 @@
+//! The admin listener (SPEC §7): the web console at `/`, the OpenAPI document, and
+//! the JSON admin API under `/admin/v1`. Loopback by default.
+//!
+//! Order for every request: `Host` must be in `admin.allowed_hosts` (else `421`, a
+//! DNS-rebinding guard) → the console and the OpenAPI document need no token → the
+//! API needs `Authorization: Bearer <token>`, compared in constant time; failed
+//! attempts are limited per client IP (`429`) → the handler in [`api`].
+//! Fails closed: with no token configured the API answers `404 admin_api_disabled`.
+
+pub(crate) mod api;
+mod logs;
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST, WWW_AUTHENTICATE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use sha2::{Digest, Sha256};
+
+use crate::control::reload::Reloader;
+use crate::keys::seal::SealKey;
+use crate::observe::body::ResBody;
+use crate::proxy::hygiene::bearer_token;
+use crate::proxy::reject::error_response;
+use crate::proxy::requestid;
+use crate::proxy::snapshot::Snapshots;
+use crate::ratelimit::{IpLimiter, Per, Rate};
+use crate::server::{ConnInfo, ConnSettings, Service};
+
+const CONSOLE: &str = include_str!("admin/console.html");
+const OPENAPI: &str = include_str!("admin/openapi.json");
+
+/// Shortest admin token accepted.
+const MIN_TOKEN: usize = 16;
+
+/// The admin API's state: handles, not the proxy.
+pub(crate) struct Admin {
+    pub(crate) snapshots: Snapshots,
+    /// The one writer: admin key writes and `POST /reload` go through it.
+    pub(crate) reloader: Arc<Reloader>,
+    pub(crate) seal: Option<Arc<SealKey>>,
+    /// SHA-256 of the token; `None` = API off.
+    token: Option<[u8; 32]>,
+    failures: IpLimiter,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("enabled", &self.token.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Admin {
+    /// `token` is the admin token the binary read (`None` = API off).
+    pub(crate) fn new(
+        snapshots: Snapshots,
+        reloader: Arc<Reloader>,
+        token: Option<&str>,
+        seal: Option<Arc<SealKey>>,
+    ) -> Self {
+        let token = match token.map(str::trim).filter(|t| !t.is_empty()) {
+            Some(t) if t.len() >= MIN_TOKEN => Some(Sha256::digest(t.as_bytes()).into()),
+            Some(_) => {
+                tracing::warn!(
+                    "the admin token is shorter than {MIN_TOKEN} characters; the admin API is off"
+                );
+                None
+            }
+            None => None,
+        };
+        let rate = Rate {
+            count: NonZeroU32::MIN.saturating_add(9),
+            per: Per::Minute,
+            burst: NonZeroU32::MIN.saturating_add(9),
+        };
+        Self {
+            snapshots,
+            reloader,
+            seal,
+            token,
+            failures: IpLimiter::new(&rate, NonZeroUsize::MIN.saturating_add(9_999)),
+        }
+    }
+
+    pub(crate) fn enabled(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// Constant-time comparison of the presented token's hash with ours.
+    fn token_ok(&self, presented: &[u8]) -> bool {
+        let Some(want) = &self.token else {
+            return false;
+        };
+        let got: [u8; 32] = Sha256::digest(presented).into();
+        want.iter()
+            .zip(got.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+
+    fn host_allowed(&self, req: &Request<Incoming>) -> bool {
+        let host = req
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
+            .unwrap_or("");
+        // Strip the port: "[::1]:9180" → "[::1]", "localhost:9180" → "localhost".
+        let name = match host.rfind(':') {
+            Some(i) if !host[i..].contains(']') => &host[..i],
+            _ => host,
+        };
+        let name = name.to_ascii_lowercase();
+        let bare = name.trim_start_matches('[').trim_end_matches(']');
+        self.snapshots
+            .load()
+            .config
+            .admin
+            .allowed_hosts
+            .iter()
+            .any(|h| h == &name || h == bare)
+    }
+}
+
+fn static_page(body: &'static str, content_type: &'static str) -> Response<ResBody> {
+    let mut r = Response::new(ResBody::full(Bytes::from_static(body.as_bytes())));
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static("default-src 'self'; script-src 'unsafe-inline' 'self'; style-src 'unsafe-inline' 'self'; frame-ancestors 'none'"),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    r
+}
+
+async fn handle(admin: Arc<Admin>, peer: IpAddr, req: Request<Incoming>) -> Response<ResBody> {
+    let rid = requestid::for_request(req.headers());
+    if !admin.host_allowed(&req) {
+        return error_response(
+            StatusCode::MISDIRECTED_REQUEST,
+            "host_not_allowed",
+            "this Host is not in admin.allowed_hosts",
+            &rid,
+        );
+    }
+    let path = req.uri().path().to_string();
+    let get = req.method() == Method::GET || req.method() == Method::HEAD;
+    if path == "/" && get {
+        return static_page(CONSOLE, "text/html; charset=utf-8");
+    }
+    if path == "/admin/v1/openapi.json" && get {
+        return static_page(OPENAPI, "application/json");
+    }
+    let Some(rest) = path.strip_prefix("/admin/v1/") else {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such page: the API is under /admin/v1/",
+            &rid,
+        );
+    };
+    if !admin.enabled() {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "admin_api_disabled",
+            "the admin API is off: set the token in the environment variable named by admin.token_env",
+            &rid,
+        );
+    }
+    let presented = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| bearer_token(v.as_bytes()))
+        .unwrap_or(b"");
+    if !admin.token_ok(presented) {
+        if let Err(r) = admin.failures.check(peer, admin.snapshots.clock()) {
+            let mut res = error_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many failed admin logins from this address",
+                &rid,
+            );
+            res.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(r.0));
+            return res;
+        }
+        let mut res = error_response(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send the admin token as Authorization: Bearer <token>",
+            &rid,
+        );
+        res.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"keygate-admin\""),
+        );
+        return res;
+    }
+    let rest = rest.to_string();
+    api::route(&admin, peer, &rest, req, &rid).await
+}
+
+/// The admin listener's service.
+#[derive(Debug, Clone)]
+pub(crate) struct AdminService(pub(crate) Arc<Admin>);
+
+/// Connections the admin listener serves at once.
+pub(crate) const MAX_CONNECTIONS: usize = 64;
+
+impl Service for AdminService {
+    fn settings(&self) -> ConnSettings {
+        ConnSettings {
+            header_read: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+            max_header_bytes: 16 * 1024,
+        }
+    }
+
+    fn call(
+        &self,
+        conn: ConnInfo,
+        req: Request<Incoming>,
+    ) -> impl Future<Output = Response<ResBody>> + Send + use<> {
+        handle(self.0.clone(), conn.peer.ip().to_canonical(), req)
+    }
+}

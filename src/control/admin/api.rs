@@ -1,0 +1,394 @@
+//! The JSON admin API's handlers (`/admin/v1/...`). Key changes go through
+//! [`Manager`] (the one keys-file writer, validation, audit as `admin:<ip>`) and are
+//! applied to the running snapshot at once. Bad input is `400` naming the field.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{ALLOW, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::Admin;
+use crate::control::manage::{KeyEdit, Manager, NewKey, RevealError, key_view, parse_expiry};
+use crate::keys::Level;
+use crate::keys::file::{KeyEntry, KeyRateFile};
+use crate::keys::write::WriteError;
+use crate::observe::body::ResBody;
+use crate::proxy::reject::error_response;
+use crate::ratelimit::Rate;
+
+/// A refusal of the admin API.
+pub(super) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    /// The `Allow` header of a `405`.
+    allow: Option<&'static str>,
+}
+
+pub(super) type ApiResult = Result<Response<ResBody>, ApiError>;
+
+impl ApiError {
+    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            allow: None,
+        }
+    }
+}
+
+pub(super) fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> Self {
+        let (status, code) = match &e {
+            WriteError::ReadOnly(_) => (StatusCode::CONFLICT, "keys_file_read_only"),
+            WriteError::NotFound(_) => (StatusCode::NOT_FOUND, "key_not_found"),
+            WriteError::Invalid(_) | WriteError::Rejected(_) => {
+                (StatusCode::BAD_REQUEST, "invalid_request")
+            }
+            WriteError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "keys_file_error"),
+        };
+        Self::new(status, code, e.to_string())
+    }
+}
+
+pub(super) fn json_response(status: StatusCode, v: &Value) -> Response<ResBody> {
+    let mut bytes = serde_json::to_vec(v).unwrap_or_default();
+    bytes.push(b'\n');
+    let mut r = Response::new(ResBody::full(Bytes::from(bytes)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+/// Reads a JSON body (64 KiB at most) into `T`, naming the field on error.
+async fn body<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
+    let bytes = Limited::new(req.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .map_err(|_| bad("the body is larger than 64 KiB or was cut off"))?
+        .to_bytes();
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path.is_empty() || path == "." {
+            bad(format!("body: {inner}"))
+        } else {
+            bad(format!("{path}: {inner}"))
+        }
+    })
+}
+
+fn levels(m: &BTreeMap<String, String>) -> Result<BTreeMap<String, Level>, ApiError> {
+    m.iter()
+        .map(|(c, l)| {
+            Level::parse(l).map(|lv| (c.clone(), lv)).ok_or_else(|| {
+                bad(format!(
+                    "permissions.{c}: unknown level {l:?} (use none, read or write)"
+                ))
+            })
+        })
+        .collect()
+}
+
+fn check_rate(r: &KeyRateFile) -> Result<(), ApiError> {
+    Rate::from_parts(r.per_second, r.per_minute, r.burst)
+        .map(|_| ())
+        .map_err(|e| bad(format!("rate_limit: {e}")))
+}
+
+/// A key's view, with its last-used time from the snapshot in force.
+fn key_json(admin: &Admin, e: &KeyEntry) -> Value {
+    let last_used = admin
+        .snapshots
+        .load()
+        .keys
+        .get_str(&e.id)
+        .map(|k| k.last_used.load(std::sync::atomic::Ordering::Relaxed));
+    key_view(e, last_used)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+    #[serde(default)]
+    permissions: BTreeMap<String, String>,
+    #[serde(default)]
+    rate_limit: Option<KeyRateFile>,
+    #[serde(default)]
+    expires_at: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiSwitch {
+    enabled: bool,
+}
+
+/// Runs a blocking key-file operation off the async workers.
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the operation did not complete",
+        )
+    })?
+}
+
+fn manager(admin: &Admin, peer: IpAddr) -> Result<Manager, ApiError> {
+    Ok(Manager::open(
+        admin.snapshots.load().config.clone(),
+        format!("admin:{peer}"),
+        admin.seal.clone(),
+    ))
+}
+
+/// Applies a change to the running gateway now (not waiting for the watcher).
+fn apply_now(admin: &Admin) {
+    if let Err(e) = admin.reloader.reload_keys() {
+        tracing::error!(error = %e, "keys written by the admin API did not load");
+    }
+}
+
+pub(super) async fn route(
+    admin: &Arc<Admin>,
+    peer: IpAddr,
+    rest: &str,
+    req: Request<Incoming>,
+    rid: &HeaderValue,
+) -> Response<ResBody> {
+    let segs: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    let method = req.method().clone();
+    let result = match (segs.as_slice(), &method) {
+        (["keys"], &Method::GET) => list_keys(admin, peer).await,
+        (["keys"], &Method::POST) => create_key(admin, peer, req).await,
+        (["keys"], _) => not_allowed("GET, POST"),
+        (["keys", id], &Method::GET) => get_key(admin, peer, id).await,
+        (["keys", id], &Method::PATCH) => patch_key(admin, peer, id, req).await,
+        (["keys", id], &Method::DELETE) => delete_key(admin, peer, id).await,
+        (["keys", _], _) => not_allowed("GET, PATCH, DELETE"),
+        (["keys", id, "reveal"], &Method::POST) => reveal_key(admin, peer, id).await,
+        (["keys", _, "reveal"], _) => not_allowed("POST"),
+        (["api"], &Method::GET) => {
+            let on = admin.snapshots.load().keys.api_enabled;
+            Ok(json_response(StatusCode::OK, &json!({ "enabled": on })))
+        }
+        (["api"], &Method::PUT) => put_api(admin, peer, req).await,
+        (["api"], _) => not_allowed("GET, PUT"),
+        (["categories"], &Method::GET) => {
+            let snap = admin.snapshots.load();
+            let cats: Vec<Value> = snap
+                .config
+                .policy
+                .categories()
+                .map(|(name, patterns)| json!({ "name": name, "patterns": patterns }))
+                .collect();
+            Ok(json_response(StatusCode::OK, &json!(cats)))
+        }
+        (["categories"], _) => not_allowed("GET"),
+        (["logs"], &Method::GET) => super::logs::get_logs(admin, &req).await,
+        (["logs"], _) => not_allowed("GET"),
+        (["reload"], &Method::POST) => reload(admin).await,
+        (["reload"], _) => not_allowed("POST"),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such endpoint: /admin/v1/{rest} (see /admin/v1/openapi.json)"),
+        )),
+    };
+    match result {
+        Ok(mut r) => {
+            r.headers_mut()
+                .insert(crate::proxy::requestid::HEADER, rid.clone());
+            r
+        }
+        Err(e) => {
+            let mut r = error_response(e.status, e.code, &e.message, rid);
+            if let Some(a) = e.allow {
+                r.headers_mut().insert(ALLOW, HeaderValue::from_static(a));
+            }
+            r
+        }
+    }
+}
+
+fn not_allowed(allow: &'static str) -> ApiResult {
+    let mut e = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("this endpoint takes {allow}"),
+    );
+    e.allow = Some(allow);
+    Err(e)
+}
+
+async fn list_keys(admin: &Arc<Admin>, peer: IpAddr) -> ApiResult {
+    let m = manager(admin, peer)?;
+    let file = blocking(move || m.read().map_err(ApiError::from)).await?;
+    let keys: Vec<Value> = file.keys.iter().map(|e| key_json(admin, e)).collect();
+    Ok(json_response(StatusCode::OK, &json!(keys)))
+}
+
+async fn get_key(admin: &Arc<Admin>, peer: IpAddr, id: &str) -> ApiResult {
+    let m = manager(admin, peer)?;
+    let id = id.to_string();
+    let e = blocking(move || m.get(&id).map_err(ApiError::from)).await?;
+    Ok(json_response(StatusCode::OK, &key_json(admin, &e)))
+}
+
+async fn create_key(admin: &Arc<Admin>, peer: IpAddr, req: Request<Incoming>) -> ApiResult {
+    let b: CreateBody = body(req).await?;
+    let permissions = levels(&b.permissions)?;
+    if let Some(r) = &b.rate_limit {
+        check_rate(r)?;
+    }
+    let expires_at = b
+        .expires_at
+        .as_deref()
+        .map(|e| parse_expiry(e).map_err(|x| bad(format!("expires_at: {x}"))))
+        .transpose()?;
+    let m = manager(admin, peer)?;
+    let new = NewKey {
+        name: b.name,
+        permissions,
+        rate_limit: b.rate_limit,
+        expires_at,
+    };
+    let created = blocking(move || m.create(new).map_err(ApiError::from)).await?;
+    apply_now(admin);
+    let mut v = key_json(admin, &created.entry);
+    v["masked_key"] = v["key"].clone();
+    v["key"] = json!(created.secret.expose());
+    Ok(json_response(StatusCode::CREATED, &v))
+}
+
+async fn patch_key(
+    admin: &Arc<Admin>,
+    peer: IpAddr,
+    id: &str,
+    req: Request<Incoming>,
+) -> ApiResult {
+    let fields: serde_json::Map<String, Value> = body(req).await?;
+    let mut edit = KeyEdit::default();
+    for (k, v) in fields {
+        match k.as_str() {
+            "name" => {
+                edit.name = Some(
+                    v.as_str()
+                        .ok_or_else(|| bad("name: must be a string"))?
+                        .to_string(),
+                );
+            }
+            "permissions" => {
+                let map: BTreeMap<String, String> = serde_json::from_value(v)
+                    .map_err(|_| bad("permissions: must be an object of category: level"))?;
+                edit.replace_permissions = Some(levels(&map)?);
+            }
+            "rate_limit" => {
+                edit.rate_limit = Some(if v.is_null() {
+                    None
+                } else {
+                    let r: KeyRateFile =
+                        serde_json::from_value(v).map_err(|e| bad(format!("rate_limit: {e}")))?;
+                    check_rate(&r)?;
+                    Some(r)
+                });
+            }
+            "expires_at" => {
+                edit.expires_at = Some(match v {
+                    Value::Null => None,
+                    Value::String(s) => {
+                        Some(parse_expiry(&s).map_err(|x| bad(format!("expires_at: {x}")))?)
+                    }
+                    _ => return Err(bad("expires_at: must be a time or null")),
+                });
+            }
+            other => {
+                return Err(bad(format!(
+                    "{other}: unknown field (name, permissions, rate_limit or expires_at)"
+                )));
+            }
+        }
+    }
+    let m = manager(admin, peer)?;
+    let id = id.to_string();
+    let e = blocking(move || m.edit(&id, edit).map_err(ApiError::from)).await?;
+    apply_now(admin);
+    Ok(json_response(StatusCode::OK, &key_json(admin, &e)))
+}
+
+async fn delete_key(admin: &Arc<Admin>, peer: IpAddr, id: &str) -> ApiResult {
+    let m = manager(admin, peer)?;
+    let id = id.to_string();
+    blocking(move || m.delete(&id).map_err(ApiError::from)).await?;
+    apply_now(admin);
+    let mut r = Response::new(ResBody::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    Ok(r)
+}
+
+async fn reveal_key(admin: &Arc<Admin>, peer: IpAddr, id: &str) -> ApiResult {
+    let m = manager(admin, peer)?;
+    let id_owned = id.to_string();
+    let secret = blocking(move || {
+        m.reveal(&id_owned).map_err(|e| match e {
+            RevealError::NotRevealable { .. } | RevealError::NoSealKey { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "not_revealable", e.to_string())
+            }
+            RevealError::NotFound(msg) => {
+                ApiError::new(StatusCode::NOT_FOUND, "key_not_found", msg)
+            }
+            RevealError::Other(msg) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "reveal_failed", msg)
+            }
+        })
+    })
+    .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "id": id, "key": secret.expose() }),
+    ))
+}
+
+async fn put_api(admin: &Arc<Admin>, peer: IpAddr, req: Request<Incoming>) -> ApiResult {
+    let b: ApiSwitch = body(req).await?;
+    let m = manager(admin, peer)?;
+    blocking(move || m.set_api(b.enabled).map_err(ApiError::from)).await?;
+    apply_now(admin);
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "enabled": b.enabled }),
+    ))
+}
+
+async fn reload(admin: &Arc<Admin>) -> ApiResult {
+    let a = admin.clone();
+    blocking(move || {
+        a.reloader
+            .reload()
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "reload_failed", e.to_string()))
+    })
+    .await?;
+    Ok(json_response(StatusCode::OK, &json!({ "reloaded": true })))
+}

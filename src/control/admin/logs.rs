@@ -1,0 +1,124 @@
+//! `GET /admin/v1/logs`: the request log through the admin API, newest first, with
+//! the filters of `keygate logs` and a cursor (`before` = the `next_before` of the
+//! previous page).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use super::Admin;
+use super::api::{ApiError, ApiResult, bad, blocking, json_response};
+use crate::observe::logs::{self, Filter};
+
+fn query_map(req: &Request<Incoming>) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    for pair in req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        m.insert(percent_decode(k), percent_decode(v));
+    }
+    m
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match s.get(i + 1..i + 3).map(|h| u8::from_str_radix(h, 16))
+            {
+                Some(Ok(v)) => {
+                    out.push(v);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub(super) async fn get_logs(admin: &Arc<Admin>, req: &Request<Incoming>) -> ApiResult {
+    let q = query_map(req);
+    for k in q.keys() {
+        if !matches!(
+            k.as_str(),
+            "path" | "method" | "status" | "key" | "since" | "slower_than" | "limit" | "before"
+        ) {
+            return Err(bad(format!("{k}: unknown filter")));
+        }
+    }
+    let now = OffsetDateTime::now_utc();
+    let filter = Filter {
+        path: q.get("path").cloned(),
+        method: q.get("method").cloned(),
+        status: q
+            .get("status")
+            .map(|s| logs::parse_status(s))
+            .transpose()
+            .map_err(|e| bad(e.replace("--status", "status")))?,
+        key: q.get("key").cloned(),
+        since: q
+            .get("since")
+            .map(|s| logs::parse_since(s, now))
+            .transpose()
+            .map_err(|e| bad(e.replace("--since", "since")))?,
+        slower_than_ms: q
+            .get("slower_than")
+            .map(|s| logs::parse_slower_than(s))
+            .transpose()
+            .map_err(|e| bad(e.replace("--slower-than", "slower_than")))?,
+    };
+    let limit = match q.get("limit") {
+        None => 50,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| bad("limit: a number from 1 to 1000"))?,
+    };
+    let before = q.get("before").cloned();
+    let crate::config::LogTarget::File(path) =
+        admin.snapshots.load().config.access_log.target.clone()
+    else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_log_file",
+            "access_log.path is \"-\" (standard output): there is no file to read",
+        ));
+    };
+    let found = blocking(move || {
+        logs::newest(&path, &filter, limit, before.as_deref()).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "log_read_failed",
+                e.to_string(),
+            )
+        })
+    })
+    .await?;
+    let next = (found.len() == limit)
+        .then(|| found.last().map(|(_, l)| l.request_id.clone()))
+        .flatten();
+    let records: Vec<Value> = found
+        .iter()
+        .filter_map(|(raw, _)| serde_json::from_str(raw).ok())
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "records": records, "next_before": next }),
+    ))
+}

@@ -1,0 +1,378 @@
+//! The access log (SPEC §6): one JSON object per line for every request.
+//!
+//! The request path serialises its record and appends it to a bounded in-memory
+//! queue (a mutex held for one push, never across I/O): it never waits on the disk
+//! and never wakes another thread. A dedicated writer thread takes the whole queue
+//! every 20 ms, writes it in one batch, rotates by size (`access.log` →
+//! `access.log.1` … `.N`), reopens on demand (SIGHUP, for logrotate) and flushes on
+//! shutdown. When the queue is full or a write fails (full or broken disk), records
+//! are dropped and counted, with a warning at most every 10 s; writing resumes when
+//! the disk recovers.
+
+use std::fmt::Write as _;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+
+use crate::config::{AccessLogConfig, LogTarget};
+use crate::observe::metrics::Metrics;
+use crate::observe::record::Record;
+
+/// Records queued for the writer at most (a few MB of lines).
+const QUEUE: usize = 16_384;
+/// How often the writer takes the queue.
+const TICK: Duration = Duration::from_millis(20);
+/// `user_agent` is cut to this many characters.
+const MAX_UA: usize = 256;
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these leaves plain data behind; keep going.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What the request path and the writer share.
+struct Queue {
+    lines: Mutex<Vec<String>>,
+    reopen: Mutex<Option<AccessLogConfig>>,
+    /// Flush requests: `asked` is bumped by `flush`, `done` by the writer.
+    asked: AtomicU64,
+    done: Mutex<u64>,
+    done_cv: Condvar,
+    wake: Condvar,
+    wake_lock: Mutex<()>,
+    stop: AtomicBool,
+}
+
+/// The request path's handle on the access log.
+pub(crate) struct AccessLog {
+    queue: Arc<Queue>,
+    metrics: Arc<Metrics>,
+    last_warn: AtomicU64,
+    started: Instant,
+}
+
+impl std::fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessLog").finish_non_exhaustive()
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        self.queue.stop.store(true, Ordering::Release);
+        self.queue.wake.notify_all();
+    }
+}
+
+/// Appends `s` as a JSON string (quotes, backslashes and control characters
+/// escaped), so a record is always exactly one line.
+fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' || c == '\u{2028}' || c == '\u{2029}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn push_opt_str(out: &mut String, s: Option<&str>) {
+    match s {
+        Some(s) => push_json_str(out, s),
+        None => out.push_str("null"),
+    }
+}
+
+fn push_ts(out: &mut String, t: OffsetDateTime) {
+    let _ = write!(
+        out,
+        "\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z\"",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    );
+}
+
+/// One record as a JSON line (with the trailing newline). Never the query string,
+/// the key or its hash: the record holds none of them.
+pub(crate) fn format_record(r: &Record) -> String {
+    let mut o = String::with_capacity(320);
+    o.push_str("{\"ts\":");
+    push_ts(&mut o, r.ts);
+    o.push_str(",\"request_id\":");
+    push_json_str(&mut o, r.request_id.to_str().unwrap_or(""));
+    o.push_str(",\"method\":");
+    push_json_str(&mut o, r.method.as_str());
+    o.push_str(",\"path\":");
+    push_json_str(&mut o, &r.path);
+    let _ = write!(
+        o,
+        ",\"status\":{},\"decision\":\"{}\"",
+        r.status,
+        r.decision.as_str()
+    );
+    o.push_str(",\"key_id\":");
+    push_opt_str(&mut o, r.key.as_ref().map(|k| k.id.as_str()));
+    o.push_str(",\"key_name\":");
+    push_opt_str(&mut o, r.key.as_ref().map(|k| &*k.name));
+    o.push_str(",\"category\":");
+    push_opt_str(&mut o, r.category.as_deref());
+    let _ = write!(o, ",\"ip\":\"{}\"", r.ip);
+    let ms = |d: Duration| (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+    let _ = write!(o, ",\"duration_ms\":{}", ms(r.duration));
+    match r.upstream {
+        Some(u) => {
+            let _ = write!(o, ",\"upstream_ms\":{}", ms(u));
+        }
+        None => o.push_str(",\"upstream_ms\":null"),
+    }
+    let _ = write!(
+        o,
+        ",\"bytes_in\":{},\"bytes_out\":{}",
+        r.bytes_in, r.bytes_out
+    );
+    o.push_str(",\"user_agent\":");
+    match &r.user_agent {
+        Some(ua) => {
+            let text = String::from_utf8_lossy(ua.as_bytes());
+            let cut: String = text.chars().take(MAX_UA).collect();
+            push_json_str(&mut o, &cut);
+        }
+        None => o.push_str("null"),
+    }
+    o.push_str("}\n");
+    o
+}
+
+impl AccessLog {
+    /// Opens the log and starts the writer thread.
+    pub(crate) fn start(cfg: &AccessLogConfig, metrics: Arc<Metrics>) -> io::Result<Self> {
+        let sink = Sink::open(cfg.clone())?;
+        let queue = Arc::new(Queue {
+            lines: Mutex::new(Vec::with_capacity(1024)),
+            reopen: Mutex::new(None),
+            asked: AtomicU64::new(0),
+            done: Mutex::new(0),
+            done_cv: Condvar::new(),
+            wake: Condvar::new(),
+            wake_lock: Mutex::new(()),
+            stop: AtomicBool::new(false),
+        });
+        let (q, m) = (queue.clone(), metrics.clone());
+        std::thread::Builder::new()
+            .name("keygate-access-log".into())
+            .spawn(move || writer(sink, &q, &m))?;
+        Ok(Self {
+            queue,
+            metrics,
+            last_warn: AtomicU64::new(0),
+            started: Instant::now(),
+        })
+    }
+
+    fn warn_dropped(&self) {
+        let now = self.started.elapsed().as_secs() + WARN_EVERY.as_secs();
+        let last = self.last_warn.load(Ordering::Relaxed);
+        if now >= last + WARN_EVERY.as_secs()
+            && self
+                .last_warn
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                "access log queue is full: records are being dropped (keygate_access_log_dropped_total)"
+            );
+        }
+    }
+
+    /// Queues a record; never blocks on I/O.
+    pub(crate) fn record(&self, r: &Record) {
+        let line = format_record(r);
+        let mut q = lock(&self.queue.lines);
+        if q.len() < QUEUE {
+            q.push(line);
+        } else {
+            drop(q);
+            self.metrics.access_log_dropped.inc();
+            self.warn_dropped();
+        }
+    }
+
+    /// Reopens the file (after logrotate moved it, or with a new config).
+    pub(crate) fn reopen(&self, cfg: &AccessLogConfig) {
+        *lock(&self.queue.reopen) = Some(cfg.clone());
+        self.queue.wake.notify_all();
+    }
+
+    /// Waits up to `timeout` for every record queued so far to be written.
+    pub(crate) fn flush(&self, timeout: Duration) {
+        let ticket = self.queue.asked.fetch_add(1, Ordering::AcqRel) + 1;
+        self.queue.wake.notify_all();
+        let deadline = Instant::now() + timeout;
+        let mut done = lock(&self.queue.done);
+        while *done < ticket {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            done = match self.queue.done_cv.wait_timeout(done, left) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+}
+
+/// Where lines go, with the size for rotation.
+struct Sink {
+    cfg: AccessLogConfig,
+    out: Option<Box<dyn Write + Send>>,
+    size: u64,
+    rotates: bool,
+}
+
+impl Sink {
+    fn open(cfg: AccessLogConfig) -> io::Result<Self> {
+        let mut s = Self {
+            cfg,
+            out: None,
+            size: 0,
+            rotates: false,
+        };
+        s.reopen()?;
+        Ok(s)
+    }
+
+    fn reopen(&mut self) -> io::Result<()> {
+        self.out = None;
+        match &self.cfg.target {
+            LogTarget::Stdout => {
+                self.out = Some(Box::new(io::stdout()));
+                self.rotates = false;
+            }
+            LogTarget::File(path) => {
+                if let Some(dir) = path.parent() {
+                    fs::create_dir_all(dir)?;
+                }
+                let f = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o640)
+                    .open(path)?;
+                let meta = f.metadata()?;
+                self.rotates = meta.is_file();
+                self.size = meta.len();
+                self.out = Some(Box::new(f));
+            }
+        }
+        Ok(())
+    }
+
+    fn path(&self) -> Option<&Path> {
+        match &self.cfg.target {
+            LogTarget::File(p) => Some(p),
+            LogTarget::Stdout => None,
+        }
+    }
+
+    /// `access.log` → `.1`, `.1` → `.2` … keeping `max_files`.
+    fn rotate(&mut self) -> io::Result<()> {
+        let Some(path) = self.path().map(Path::to_path_buf) else {
+            return Ok(());
+        };
+        self.out = None;
+        let n = self.cfg.max_files;
+        let name = |i: u32| -> PathBuf { PathBuf::from(format!("{}.{i}", path.display())) };
+        let _ = fs::remove_file(name(n));
+        for i in (1..n).rev() {
+            let _ = fs::rename(name(i), name(i + 1));
+        }
+        fs::rename(&path, name(1))?;
+        self.reopen()
+    }
+
+    fn write_batch(&mut self, batch: &[u8]) -> io::Result<()> {
+        if self.rotates && self.size > 0 && self.size + batch.len() as u64 > self.cfg.max_size {
+            self.rotate()?;
+        }
+        if self.out.is_none() {
+            self.reopen()?;
+        }
+        let out = self
+            .out
+            .as_mut()
+            .ok_or_else(|| io::Error::other("access log not open"))?;
+        out.write_all(batch)?;
+        out.flush()?;
+        self.size += batch.len() as u64;
+        Ok(())
+    }
+}
+
+fn writer(mut sink: Sink, q: &Queue, metrics: &Metrics) {
+    let mut spare: Vec<String> = Vec::with_capacity(1024);
+    let mut batch: Vec<u8> = Vec::with_capacity(256 * 1024);
+    let mut last_warn: Option<Instant> = None;
+    loop {
+        let stopping = q.stop.load(Ordering::Acquire);
+        let asked = q.asked.load(Ordering::Acquire);
+        if let Some(cfg) = lock(&q.reopen).take() {
+            sink.cfg = cfg;
+            if let Err(e) = sink.reopen() {
+                tracing::warn!(error = %e, "access log reopen failed");
+            }
+        }
+        // Take everything queued, leaving an empty vector in its place.
+        std::mem::swap(&mut *lock(&q.lines), &mut spare);
+        if !spare.is_empty() {
+            let n = spare.len() as u64;
+            batch.clear();
+            for l in spare.drain(..) {
+                batch.extend_from_slice(l.as_bytes());
+            }
+            match sink.write_batch(&batch) {
+                Ok(()) => metrics.access_log_records.inc_by(n),
+                Err(e) => {
+                    metrics.access_log_dropped.inc_by(n);
+                    // Reopen next time: the file may have been removed or the disk fixed.
+                    sink.out = None;
+                    if last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                        tracing::warn!(error = %e, "access log write failed; records are being dropped (keygate_access_log_dropped_total)");
+                        last_warn = Some(Instant::now());
+                    }
+                }
+            }
+        }
+        {
+            let mut done = lock(&q.done);
+            if *done < asked {
+                *done = asked;
+                q.done_cv.notify_all();
+            }
+        }
+        if stopping {
+            return;
+        }
+        let g = lock(&q.wake_lock);
+        let _ = q.wake.wait_timeout(g, TICK);
+    }
+}

@@ -1,0 +1,225 @@
+//! The "request finished" hook (STYLE habit 7): one [`Finish`] guard per request,
+//! created when the request arrives and fired exactly once — when the response body
+//! has been sent, or when it is dropped early (the client went away). It feeds the
+//! [`Observer`] (access log, metrics) and the key's last-used time.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Method};
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+
+use crate::keys::store::KeyRecord;
+
+/// Shared between the request body and the pipeline.
+#[derive(Debug, Default)]
+pub(crate) struct ReqCounters {
+    pub(crate) bytes_in: AtomicU64,
+    /// The body went past `limits.max_body_bytes`.
+    pub(crate) over_limit: AtomicBool,
+    done: AtomicBool,
+    /// The client's body was read to its end.
+    complete: AtomicBool,
+    done_notify: Notify,
+}
+
+impl ReqCounters {
+    /// Was the client's body read to its end (so the connection can be reused)?
+    pub(crate) fn body_fully_read(&self) -> bool {
+        self.complete.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_complete(&self) {
+        self.complete.store(true, Ordering::Release);
+        self.mark_done();
+    }
+
+    pub(crate) fn mark_done(&self) {
+        self.done.store(true, Ordering::Release);
+        self.done_notify.notify_waiters();
+    }
+
+    /// Resolves once the whole request body has been sent upstream (or failed).
+    pub(crate) async fn body_sent(&self) {
+        let notified = self.done_notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.done.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
+    }
+}
+
+/// The access-log decision (SPEC §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Decision {
+    Allowed,
+    Public,
+    BadRequest,
+    ApiDisabled,
+    Unauthenticated,
+    Forbidden,
+    RateLimited,
+    UpstreamError,
+    ClientClosed,
+}
+
+impl Record {
+    /// The id of the key that was recognised, if any.
+    pub fn key_id(&self) -> Option<&str> {
+        self.key.as_ref().map(|k| k.id.as_str())
+    }
+
+    /// The name of the key that was recognised, if any.
+    pub fn key_name(&self) -> Option<&str> {
+        self.key.as_ref().map(|k| &*k.name)
+    }
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Public => "public",
+            Self::BadRequest => "bad_request",
+            Self::ApiDisabled => "api_disabled",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Forbidden => "forbidden",
+            Self::RateLimited => "rate_limited",
+            Self::UpstreamError => "upstream_error",
+            Self::ClientClosed => "client_closed",
+        }
+    }
+}
+
+/// Everything known about a finished request.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub ts: OffsetDateTime,
+    pub request_id: HeaderValue,
+    pub method: Method,
+    /// The normalised path (the raw one when it was refused as a bad path).
+    pub path: String,
+    /// Status sent, or the one that was being sent; 499 when the client left before
+    /// any response head.
+    pub status: u16,
+    pub decision: Decision,
+    pub(crate) key: Option<Arc<KeyRecord>>,
+    pub category: Option<Arc<str>>,
+    pub ip: IpAddr,
+    pub duration: Duration,
+    pub upstream: Option<Duration>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub user_agent: Option<HeaderValue>,
+}
+
+/// Sees every request start and finish. Must not block: it runs on the request's
+/// task.
+pub trait Observer: Send + Sync + 'static {
+    fn started(&self) {}
+    fn finished(&self, record: &Record);
+}
+
+/// An observer that does nothing.
+#[derive(Debug, Default)]
+pub struct NoObserver;
+
+impl Observer for NoObserver {
+    fn finished(&self, _: &Record) {}
+}
+
+/// The guard. Fields are filled in as the pipeline learns them.
+pub(crate) struct Finish {
+    observer: Arc<dyn Observer>,
+    started: Instant,
+    pub(crate) record: Record,
+    pub(crate) counters: Option<Arc<ReqCounters>>,
+    pub(crate) upstream_started: Option<Instant>,
+    fired: bool,
+}
+
+impl std::fmt::Debug for Finish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Finish")
+            .field("record", &self.record)
+            .finish()
+    }
+}
+
+impl Finish {
+    pub(crate) fn new(
+        observer: Arc<dyn Observer>,
+        method: Method,
+        request_id: HeaderValue,
+        ip: IpAddr,
+        user_agent: Option<HeaderValue>,
+    ) -> Self {
+        observer.started();
+        Self {
+            observer,
+            started: Instant::now(),
+            record: Record {
+                ts: OffsetDateTime::now_utc(),
+                request_id,
+                method,
+                path: String::new(),
+                status: 499,
+                decision: Decision::ClientClosed,
+                key: None,
+                category: None,
+                ip,
+                duration: Duration::ZERO,
+                upstream: None,
+                bytes_in: 0,
+                bytes_out: 0,
+                user_agent,
+            },
+            counters: None,
+            upstream_started: None,
+            fired: false,
+        }
+    }
+
+    /// Fires the hook. `complete` is false when the client went away first.
+    pub(crate) fn fire(&mut self, complete: bool, bytes_out: u64) {
+        if self.fired {
+            return;
+        }
+        self.fired = true;
+        let r = &mut self.record;
+        r.duration = self.started.elapsed();
+        r.bytes_out = bytes_out;
+        if let Some(c) = &self.counters {
+            r.bytes_in = c.bytes_in.load(Ordering::Relaxed);
+        }
+        if !complete {
+            r.decision = Decision::ClientClosed;
+        }
+        if let Some(k) = &r.key
+            && !k.is_expired(r.ts)
+        {
+            let ms = (r.ts.unix_timestamp_nanos() / 1_000_000) as i64;
+            k.last_used.fetch_max(ms, Ordering::Relaxed);
+        }
+        self.observer.finished(&self.record);
+    }
+
+    /// Marks the moment the upstream answered.
+    pub(crate) fn upstream_answered(&mut self) {
+        if let Some(s) = self.upstream_started {
+            self.record.upstream = Some(s.elapsed());
+        }
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        // Dropped before the response completed: the client went away.
+        self.fire(false, 0);
+    }
+}

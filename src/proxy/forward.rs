@@ -1,0 +1,279 @@
+//! The header rewrite of SPEC §5, both ways: what is removed from and added to a
+//! request before it goes upstream, hop-by-hop headers of the response, and the
+//! client address keygate believes.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::header::{self, HeaderName};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderValue, Request, Uri, Version};
+use hyper::body::Incoming;
+use ipnet::IpNet;
+
+use crate::config::{Config, KeyHeader};
+use crate::keys::store::KeyRecord;
+use crate::observe::record::ReqCounters;
+use crate::proxy::reject::Reject;
+use crate::proxy::request_body::ReqBody;
+use crate::proxy::requestid;
+
+/// Headers that never cross the gateway (besides those named in `Connection`).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("http2-settings"),
+];
+
+/// Client-supplied headers that could make the upstream believe the wrong thing
+/// about who sent the request or which resource it names.
+const SPOOFABLE: [HeaderName; 8] = [
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("client-ip"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+];
+
+// Headers keygate adds, as ready-made names (no parsing per request).
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_KEYGATE_KEY_ID: HeaderName = HeaderName::from_static("x-keygate-key-id");
+const X_KEYGATE_KEY_NAME: HeaderName = HeaderName::from_static("x-keygate-key-name");
+const X_KEYGATE_CATEGORY: HeaderName = HeaderName::from_static("x-keygate-category");
+
+/// Removes hop-by-hop headers and those named in `Connection`; `keep_upgrade` leaves
+/// `Connection: upgrade` and `Upgrade` in place (a WebSocket handshake, a `101`).
+pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    let upgrade = keep_upgrade
+        .then(|| h.get(header::UPGRADE).cloned())
+        .flatten();
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in &HOP_BY_HOP {
+        h.remove(n);
+    }
+    if let Some(u) = upgrade {
+        h.insert(header::UPGRADE, u);
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// A WebSocket handshake: `GET` with `Connection: upgrade` and `Upgrade: websocket`.
+pub(crate) fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
+    let h = req.headers();
+    req.method() == http::Method::GET
+        && h.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
+        && h.get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
+}
+
+/// Who is asking, for `X-Forwarded-For` and the per-IP limit.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientAddr {
+    /// The client IP keygate believes (the peer, or the rightmost untrusted address).
+    pub(crate) ip: IpAddr,
+    /// The `X-Forwarded-For` value to send upstream.
+    pub(crate) forwarded_for: HeaderValue,
+}
+
+/// Works out the client address: the peer, unless the peer is a trusted proxy, then
+/// the rightmost address in `X-Forwarded-For` that is not trusted.
+pub(crate) fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> ClientAddr {
+    let peer = peer.to_canonical();
+    let own =
+        || HeaderValue::from_str(&peer.to_string()).unwrap_or(HeaderValue::from_static("unknown"));
+    if trusted.is_empty() || !trusted.iter().any(|n| n.contains(&peer)) {
+        return ClientAddr {
+            ip: peer,
+            forwarded_for: own(),
+        };
+    }
+    let mut list: Vec<&str> = Vec::new();
+    for v in headers.get_all(X_FORWARDED_FOR) {
+        let Ok(s) = v.to_str() else { continue };
+        list.extend(s.split(',').map(str::trim).filter(|s| !s.is_empty()));
+    }
+    let mut ip = peer;
+    for entry in list.iter().rev() {
+        match entry.parse::<IpAddr>() {
+            Ok(a) => {
+                ip = a.to_canonical();
+                if !trusted.iter().any(|n| n.contains(&ip)) {
+                    break;
+                }
+            }
+            // Garbage in the chain: stop believing it here.
+            Err(_) => break,
+        }
+    }
+    let mut joined = list.join(", ");
+    if !joined.is_empty() {
+        joined.push_str(", ");
+    }
+    joined.push_str(&peer.to_string());
+    ClientAddr {
+        ip,
+        forwarded_for: HeaderValue::from_str(&joined).unwrap_or_else(|_| own()),
+    }
+}
+
+/// What the pipeline decided, for the headers added upstream.
+pub(crate) struct Forward<'a> {
+    pub(crate) path: &'a str,
+    pub(crate) key: Option<&'a KeyRecord>,
+    pub(crate) category: Option<&'a str>,
+    pub(crate) client: &'a ClientAddr,
+    pub(crate) tls: bool,
+    pub(crate) request_id: &'a HeaderValue,
+    /// The Authorization header carried the key (so it is removed).
+    pub(crate) bearer_key: bool,
+    /// A WebSocket handshake: `Upgrade` and `Connection: upgrade` are kept.
+    pub(crate) websocket: bool,
+}
+
+/// Rewrites the request for the upstream (SPEC §5 header rules).
+pub(crate) fn rewrite_request(
+    config: &Config,
+    fwd: &Forward<'_>,
+    req: Request<Incoming>,
+    counters: Arc<ReqCounters>,
+) -> Result<Request<ReqBody>, Reject> {
+    let (mut parts, body) = req.into_parts();
+    let path_and_query = match parts.uri.query() {
+        Some(q) => PathAndQuery::try_from(format!("{}?{q}", fwd.path)),
+        None if fwd.path == parts.uri.path() => parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .map_or_else(|| PathAndQuery::try_from(fwd.path), Ok),
+        None => PathAndQuery::try_from(fwd.path),
+    }
+    .map_err(|_| Reject::BadPath(crate::proxy::hygiene::PathError::TargetForm))?;
+    // HTTP/2 has no Host header: the upstream gets the client's :authority as Host.
+    if !parts.headers.contains_key(header::HOST)
+        && let Some(auth) = parts.uri.authority()
+        && let Ok(v) = HeaderValue::from_str(auth.as_str())
+    {
+        parts.headers.insert(header::HOST, v);
+    }
+    parts.uri = Uri::builder()
+        .scheme(config.upstream.scheme.clone())
+        .authority(config.upstream.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| Reject::BadPath(crate::proxy::hygiene::PathError::TargetForm))?;
+    parts.version = Version::HTTP_11;
+
+    let h = &mut parts.headers;
+    strip_hop_by_hop(h, fwd.websocket);
+    let odd: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| {
+            let s = n.as_str();
+            s.contains('_') || s.starts_with("x-keygate-")
+        })
+        .cloned()
+        .collect();
+    for n in odd {
+        h.remove(n);
+    }
+    for n in &SPOOFABLE {
+        h.remove(n);
+    }
+    if !config.auth.forward_key {
+        for kh in &config.auth.headers {
+            match kh {
+                KeyHeader::Plain(n) => {
+                    h.remove(n);
+                }
+                KeyHeader::Bearer if fwd.bearer_key => {
+                    h.remove(header::AUTHORIZATION);
+                }
+                KeyHeader::Bearer => {}
+            }
+        }
+    }
+    if let Some(k) = fwd.key {
+        h.insert(X_KEYGATE_KEY_ID, k.id_header.clone());
+        h.insert(X_KEYGATE_KEY_NAME, k.name_header.clone());
+    }
+    if let Some(c) = fwd.category
+        && let Ok(v) = HeaderValue::from_str(c)
+    {
+        h.insert(X_KEYGATE_CATEGORY, v);
+    }
+    h.insert(X_FORWARDED_FOR, fwd.client.forwarded_for.clone());
+    h.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(if fwd.tls { "https" } else { "http" }),
+    );
+    h.insert(requestid::HEADER, fwd.request_id.clone());
+
+    let body = ReqBody::new(body, config.limits.max_body_bytes, counters);
+    Ok(Request::from_parts(parts, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_untrusted_peer_ignores_client_list() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        let a = client_addr("10.0.0.9".parse().unwrap(), &h, &[]);
+        assert_eq!(a.ip.to_string(), "10.0.0.9");
+        assert_eq!(a.forwarded_for, "10.0.0.9");
+    }
+
+    #[test]
+    fn forwarded_for_trusted_peer_appends_and_picks_rightmost_untrusted() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 203.0.113.7, 10.1.1.1"),
+        );
+        let a = client_addr("10.0.0.9".parse().unwrap(), &h, &trusted);
+        assert_eq!(a.ip.to_string(), "203.0.113.7");
+        assert_eq!(a.forwarded_for, "6.6.6.6, 203.0.113.7, 10.1.1.1, 10.0.0.9");
+    }
+
+    #[test]
+    fn connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("1"));
+        h.insert("x-other", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-other"));
+    }
+}

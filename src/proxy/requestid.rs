@@ -1,0 +1,98 @@
+//! `X-Request-Id`: the client's when well formed (1–128 of `[A-Za-z0-9._-]`), else a
+//! new ULID. ULIDs here need to be unique, not secret: a thread-local wyrand seeded
+//! from the OS avoids a system call per request.
+
+use std::cell::Cell;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::{HeaderMap, HeaderValue};
+
+pub(crate) const HEADER: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+/// The request id to use for a request with these headers.
+pub(crate) fn for_request(headers: &HeaderMap) -> HeaderValue {
+    let mut values = headers.get_all(HEADER).iter();
+    if let (Some(v), None) = (values.next(), values.next())
+        && is_well_formed(v.as_bytes())
+    {
+        return v.clone();
+    }
+    new_ulid()
+}
+
+pub(crate) fn is_well_formed(v: &[u8]) -> bool {
+    (1..=128).contains(&v.len())
+        && v.iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+thread_local! {
+    static RNG: Cell<u64> = Cell::new(seed());
+}
+
+fn seed() -> u64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        // No OS randomness: fall back to the clock; ids stay unique enough in practice
+        // because the time part differs.
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9E37_79B9);
+        return t;
+    }
+    u64::from_le_bytes(b)
+}
+
+fn next_u64() -> u64 {
+    RNG.with(|s| {
+        let v = s.get().wrapping_add(0xa076_1d64_78bd_642f);
+        s.set(v);
+        let t = u128::from(v) * u128::from(v ^ 0xe703_7ed1_a0b4_28db);
+        ((t >> 64) as u64) ^ (t as u64)
+    })
+}
+
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// A new ULID: 48 bits of Unix milliseconds, 80 random bits, Crockford base32.
+pub(crate) fn new_ulid() -> HeaderValue {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+        & ((1 << 48) - 1);
+    let rand = (u128::from(next_u64()) << 16) ^ u128::from(next_u64() & 0xffff);
+    let value: u128 = (u128::from(ms) << 80) | (rand & ((1u128 << 80) - 1));
+    let mut out = [0u8; 26];
+    for (i, slot) in out.iter_mut().enumerate() {
+        let shift = 125 - 5 * i as u32;
+        *slot = CROCKFORD[((value >> shift) & 31) as usize];
+    }
+    HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ulids_are_well_formed_and_distinct() {
+        let a = new_ulid();
+        let b = new_ulid();
+        assert_eq!(a.len(), 26);
+        assert_ne!(a, b);
+        assert!(is_well_formed(a.as_bytes()));
+    }
+
+    #[test]
+    fn client_ids() {
+        let mut h = HeaderMap::new();
+        h.insert(HEADER, HeaderValue::from_static("abc-123_X.y"));
+        assert_eq!(for_request(&h), "abc-123_X.y");
+        h.insert(HEADER, HeaderValue::from_static("bad id"));
+        assert_eq!(for_request(&h).len(), 26);
+        h.insert(HEADER, HeaderValue::from_str(&"a".repeat(129)).unwrap());
+        assert_eq!(for_request(&h).len(), 26);
+    }
+}

@@ -1,0 +1,106 @@
+//! One immutable snapshot of config + keys (+ the state built from them), and the
+//! read-only [`Snapshots`] handle the data plane, tunnels, the admin API and the
+//! metrics listener hold. A request sees the old snapshot or the new one, never a mix.
+//!
+//! Only the control plane's reloader can publish a new snapshot: it holds the one
+//! [`Publisher`], made together with the handle by [`Snapshots::new`].
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use governor::clock::DefaultClock;
+
+use crate::config::Config;
+use crate::config::identity::Identity;
+use crate::keys::store::KeySet;
+use crate::observe::metrics::Metrics;
+use crate::observe::record::Observer;
+use crate::proxy::upstream::UpstreamClient;
+use crate::ratelimit::IpLimiter;
+
+/// Everything one request decides with.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    pub(crate) config: Arc<Config>,
+    pub(crate) keys: KeySet,
+    /// The keys file version this snapshot was read from (taken before reading).
+    pub(crate) keys_identity: Option<Identity>,
+    /// SHA-256 of the keys content this snapshot was built from.
+    pub(crate) keys_digest: Option<[u8; 32]>,
+    pub(crate) ip_limiter: Arc<IpLimiter>,
+    pub(crate) client: UpstreamClient,
+}
+
+struct Shared {
+    current: ArcSwap<Snapshot>,
+    clock: DefaultClock,
+    observer: Arc<dyn Observer>,
+    metrics: Arc<Metrics>,
+}
+
+/// The read-only handle: the snapshot in force, and what every request feeds.
+#[derive(Clone)]
+pub(crate) struct Snapshots(Arc<Shared>);
+
+/// The one write handle (owned by the control plane's reloader).
+pub(crate) struct Publisher(Arc<Shared>);
+
+impl std::fmt::Debug for Snapshots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshots").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").finish_non_exhaustive()
+    }
+}
+
+impl Snapshots {
+    /// The handle and its one publisher, starting from `initial`.
+    pub(crate) fn new(
+        initial: Snapshot,
+        observer: Arc<dyn Observer>,
+        metrics: Arc<Metrics>,
+    ) -> (Self, Publisher) {
+        let shared = Arc::new(Shared {
+            current: ArcSwap::from_pointee(initial),
+            clock: crate::ratelimit::clock().clone(),
+            observer,
+            metrics,
+        });
+        (Self(shared.clone()), Publisher(shared))
+    }
+
+    /// The snapshot in force now.
+    pub(crate) fn load(&self) -> Arc<Snapshot> {
+        self.0.current.load_full()
+    }
+
+    /// Sees every request (metrics, access log, embedders' observers).
+    pub(crate) fn observer(&self) -> &Arc<dyn Observer> {
+        &self.0.observer
+    }
+
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.0.metrics
+    }
+
+    /// The clock every rate limiter counts with.
+    pub(crate) fn clock(&self) -> &DefaultClock {
+        &self.0.clock
+    }
+}
+
+impl Publisher {
+    /// The snapshot in force now (what the next one is built on).
+    pub(crate) fn current(&self) -> Arc<Snapshot> {
+        self.0.current.load_full()
+    }
+
+    /// Puts `snapshot` in force for every request that starts from now on.
+    pub(crate) fn publish(&self, snapshot: Snapshot) {
+        self.0.current.store(Arc::new(snapshot));
+    }
+}

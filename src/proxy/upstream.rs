@@ -1,0 +1,89 @@
+//! The upstream side: the pooled hyper-util client (https with the system roots or
+//! `upstream_ca_file`), sending a request, and upstream failures turned into
+//! refusals (`502`, `504`, `413`).
+
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::Config;
+use crate::observe::record::ReqCounters;
+use crate::proxy::forward::strip_hop_by_hop;
+use crate::proxy::reject::Reject;
+use crate::proxy::request_body::ReqBody;
+
+pub(crate) type UpstreamClient = Client<HttpsConnector<HttpConnector>, ReqBody>;
+
+/// Builds the pooled client for a config (https with the system roots or
+/// `upstream_ca_file` when the upstream is https).
+pub(crate) fn client(config: &Config) -> Result<UpstreamClient, String> {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(config.timeouts.upstream_connect));
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let tls = if config.upstream.scheme == http::uri::Scheme::HTTPS {
+        crate::server::tls::upstream_client_config(config.upstream_ca_file.as_ref())?
+    } else {
+        // Never used for an http upstream; no need to read the system roots.
+        crate::server::tls::upstream_client_config_empty()?
+    };
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .set_host(false)
+        .build(connector))
+}
+
+/// Sends the request and waits for the upstream's response head.
+///
+/// `timeouts.upstream_response` starts when the request body has been sent.
+pub(crate) async fn send(
+    client: &UpstreamClient,
+    config: &Config,
+    req: Request<ReqBody>,
+    counters: &ReqCounters,
+) -> Result<Response<Incoming>, Reject> {
+    let started = Instant::now();
+    let fut = client.request(req);
+    tokio::pin!(fut);
+    let result = tokio::select! {
+        biased;
+        r = &mut fut => r,
+        () = counters.body_sent() => {
+            match tokio::time::timeout(config.timeouts.upstream_response, &mut fut).await {
+                Ok(r) => r,
+                Err(_) => return Err(Reject::UpstreamTimeout),
+            }
+        }
+    };
+    match result {
+        Ok(mut res) => {
+            let switching = res.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+            strip_hop_by_hop(res.headers_mut(), switching);
+            Ok(res)
+        }
+        Err(e) => {
+            if counters
+                .over_limit
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                return Err(Reject::BodyTooLarge {
+                    limit: config.limits.max_body_bytes.unwrap_or(0),
+                });
+            }
+            tracing::debug!(error = %e, elapsed_ms = started.elapsed().as_millis() as u64, "upstream request failed");
+            Err(Reject::UpstreamUnavailable)
+        }
+    }
+}
