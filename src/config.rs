@@ -277,7 +277,8 @@ impl Config {
             f.routes.allow_trailing_dots,
         )?;
 
-        let per_key = Rate::from_file(&f.rate_limit.per_key)
+        let rk = &f.rate_limit.per_key;
+        let per_key = Rate::from_parts(rk.per_second, rk.per_minute, rk.burst)
             .map_err(|e| format!("rate_limit.per_key: {e}"))?;
         let ip = &f.rate_limit.unauthenticated_per_ip;
         let per_ip = Rate::from_parts(ip.per_second, ip.per_minute, ip.burst)

@@ -25,44 +25,7 @@ pub(crate) const KG_KEY_LEN: usize = KG_PREFIX.len() + RANDOM_LEN + CHECKSUM_LEN
 /// Length of the display prefix (`kg_3Xb8`).
 pub(crate) const DISPLAY_PREFIX_LEN: usize = 7;
 
-/// Access level on a category. Ordered: `None < Read < Write`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) enum Level {
-    None,
-    Read,
-    /// "Write and Delete"; includes read.
-    Write,
-}
-
-impl Level {
-    pub(crate) fn parse(s: &str) -> Option<Self> {
-        match s {
-            "none" => Some(Self::None),
-            "read" => Some(Self::Read),
-            "write" => Some(Self::Write),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::Read => "read",
-            Self::Write => "write",
-        }
-    }
-
-    /// Does this level grant `needed`?
-    pub(crate) fn allows(self, needed: Level) -> bool {
-        self >= needed
-    }
-}
-
-impl fmt::Display for Level {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub(crate) use crate::policy::Level;
 
 /// A key's stable identifier (`k7f3a9c1e`): 1–64 of `[A-Za-z0-9._-]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

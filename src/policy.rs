@@ -11,11 +11,54 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::sync::Arc;
 
 use http::Method;
 
-use crate::keys::Level;
+/// Access level on a category. Ordered: `None < Read < Write`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Level {
+    None,
+    Read,
+    /// "Write and Delete"; includes read.
+    Write,
+}
+
+impl Level {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Read => "read",
+            Self::Write => "write",
+        }
+    }
+
+    /// Does this level grant `needed`?
+    pub(crate) fn allows(self, needed: Level) -> bool {
+        self >= needed
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The one message for a level that is not one.
+impl std::str::FromStr for Level {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Self::None),
+            "read" => Ok(Self::Read),
+            "write" => Ok(Self::Write),
+            _ => Err(format!("unknown level {s:?} (use none, read or write)")),
+        }
+    }
+}
 
 /// Index of a category in the snapshot's [`Policy`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

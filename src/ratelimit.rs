@@ -19,8 +19,6 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota};
 use lru::LruCache;
 
-use crate::config::file::RateFile;
-
 /// A validated rate: `count` requests per `per`, with `burst`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Rate {
@@ -56,10 +54,6 @@ impl Rate {
             Some(b) => NonZeroU32::new(b).ok_or("burst must be at least 1")?,
         };
         Ok(Self { count, per, burst })
-    }
-
-    pub(crate) fn from_file(f: &RateFile) -> Result<Self, String> {
-        Self::from_parts(f.per_second, f.per_minute, f.burst)
     }
 
     pub(crate) fn quota(&self) -> Quota {

@@ -27,7 +27,7 @@ fn manager(config_path: &Path) -> Result<Manager, String> {
 }
 
 fn level(s: &str) -> Result<Level, String> {
-    Level::parse(s).ok_or_else(|| format!("unknown level {s:?} (use none, read or write)"))
+    s.parse()
 }
 
 fn perms(list: &[String], all: Option<&str>) -> Result<BTreeMap<String, Level>, String> {

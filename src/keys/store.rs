@@ -131,11 +131,9 @@ impl KeySet {
             let mut levels = vec![Level::None; policy.category_count()];
             let mut star = Level::None;
             for (cat, lvl) in &e.permissions {
-                let level = Level::parse(lvl).ok_or_else(|| {
-                    err(format!(
-                        "permissions.{cat}: unknown level {lvl:?} (use none, read or write)"
-                    ))
-                })?;
+                let level = lvl
+                    .parse::<Level>()
+                    .map_err(|e| err(format!("permissions.{cat}: {e}")))?;
                 if cat == "*" {
                     star = level;
                 } else {

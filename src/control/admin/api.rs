@@ -99,11 +99,9 @@ async fn body<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<
 fn levels(m: &BTreeMap<String, String>) -> Result<BTreeMap<String, Level>, ApiError> {
     m.iter()
         .map(|(c, l)| {
-            Level::parse(l).map(|lv| (c.clone(), lv)).ok_or_else(|| {
-                bad(format!(
-                    "permissions.{c}: unknown level {l:?} (use none, read or write)"
-                ))
-            })
+            l.parse::<Level>()
+                .map(|lv| (c.clone(), lv))
+                .map_err(|e| bad(format!("permissions.{c}: {e}")))
         })
         .collect()
 }
