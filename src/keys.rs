@@ -85,7 +85,29 @@ pub(crate) fn validate_name(name: &str) -> Result<(), String> {
             u32::from(c)
         ));
     }
+    if let Some(c) = name.chars().find(|c| is_invisible(*c)) {
+        return Err(format!(
+            "name contains the invisible or line-breaking character U+{:04X} (two names must not look alike)",
+            u32::from(c)
+        ));
+    }
     Ok(())
+}
+
+/// Zero-width characters and line/paragraph separators: they make two names look
+/// alike (or break a table line) in the console and the CLI.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200B}'
+            ..='\u{200D}'
+                | '\u{2060}'
+                | '\u{FEFF}'
+                | '\u{180E}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{00AD}'
+    )
 }
 
 fn is_bidi_control(c: char) -> bool {

@@ -224,11 +224,12 @@ pub(crate) fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
         .map_err(|_| format!("{s:?} is not a time such as 2027-01-01T00:00:00Z or 2027-01-01"))
 }
 
-/// The `X-Keygate-Key-Name` value: ASCII as is, everything else percent-encoded.
+/// The `X-Keygate-Key-Name` value: ASCII as is, `%` and everything else
+/// percent-encoded, so two names never give the same header (`café` ≠ `caf%C3%A9`).
 fn name_header(name: &str) -> HeaderValue {
     let mut out = String::with_capacity(name.len());
     for b in name.bytes() {
-        if b.is_ascii() && !b.is_ascii_control() {
+        if b.is_ascii() && !b.is_ascii_control() && b != b'%' {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -325,6 +326,8 @@ mod tests {
     #[test]
     fn name_header_encodes_non_ascii() {
         assert_eq!(name_header("Zapier").to_str().unwrap(), "Zapier");
+        assert_eq!(name_header("100%").to_str().unwrap(), "100%25");
+        assert_ne!(name_header("café"), name_header("caf%C3%A9"));
         assert_eq!(name_header("Café").to_str().unwrap(), "Caf%C3%A9");
     }
 }

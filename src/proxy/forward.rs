@@ -19,9 +19,13 @@ use crate::proxy::request_body::ReqBody;
 use crate::proxy::requestid;
 
 /// Headers that never cross the gateway (besides those named in `Connection`).
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; 10] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
+    // The client's credentials for a proxy, and a proxy's challenge: never the
+    // upstream's business (RFC 9110 §11.7).
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
     HeaderName::from_static("proxy-connection"),
     header::TE,
     header::TRAILER,

@@ -30,6 +30,15 @@ pub enum PathError {
     EncodedNonAscii,
     /// Percent-encoded bytes that are not valid (or are overlong) UTF-8.
     InvalidUtf8,
+    /// A segment made only of dots (`...`): some back ends read it as `..`.
+    DotsOnly,
+    /// A segment ending in `.` (IIS strips it) — unless `routes.allow_trailing_dots`.
+    TrailingDot,
+    /// A segment ending in (non-ASCII) white space, which some back ends strip.
+    TrailingSpace,
+    /// A character whose compatibility form (NFKC) holds `.`, `/` or `\`
+    /// (fullwidth `．`, `／`…): a back end that normalises would see another path.
+    CompatibilityForm,
 }
 
 impl PathError {
@@ -51,6 +60,12 @@ impl PathError {
                 "the path has a percent-encoded non-ASCII byte, which this gateway does not accept"
             }
             Self::InvalidUtf8 => "the path's percent-encoded bytes are not valid UTF-8",
+            Self::DotsOnly => "the path has a segment made only of dots",
+            Self::TrailingDot => "a path segment ends in '.', which some back ends strip",
+            Self::TrailingSpace => "a path segment ends in white space, which some back ends strip",
+            Self::CompatibilityForm => {
+                "the path has a character that normalises to '.', '/' or '\\' (such as a fullwidth dot)"
+            }
         }
     }
 }
@@ -78,15 +93,40 @@ const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 pub(crate) fn normalize_target(
     uri: &Uri,
     allow_non_ascii: bool,
+    allow_trailing_dots: bool,
 ) -> Result<Cow<'_, str>, PathError> {
     if uri.scheme().is_none() && uri.authority().is_some() {
         return Err(PathError::TargetForm);
     }
-    normalize_path(uri.path(), allow_non_ascii)
+    normalize_path_with(uri.path(), allow_non_ascii, allow_trailing_dots)
 }
 
-/// See [`normalize_target`].
+/// See [`normalize_target`] (with `routes.allow_trailing_dots: false`).
 pub fn normalize_path(path: &str, allow_non_ascii: bool) -> Result<Cow<'_, str>, PathError> {
+    normalize_path_with(path, allow_non_ascii, false)
+}
+
+/// Checks the characters of a decoded run of non-ASCII bytes; says whether the run
+/// ends in white space.
+fn check_non_ascii(run: &[u8]) -> Result<bool, PathError> {
+    use unicode_normalization::UnicodeNormalization;
+    let s = std::str::from_utf8(run).map_err(|_| PathError::InvalidUtf8)?;
+    for c in s.chars() {
+        if std::iter::once(c)
+            .nfkc()
+            .any(|n| matches!(n, '.' | '/' | '\\'))
+        {
+            return Err(PathError::CompatibilityForm);
+        }
+    }
+    Ok(s.chars().next_back().is_some_and(char::is_whitespace))
+}
+
+fn normalize_path_with(
+    path: &str,
+    allow_non_ascii: bool,
+    allow_trailing_dots: bool,
+) -> Result<Cow<'_, str>, PathError> {
     let raw = path.as_bytes();
     if raw.first() != Some(&b'/') {
         return Err(PathError::TargetForm);
@@ -95,20 +135,25 @@ pub fn normalize_path(path: &str, allow_non_ascii: bool) -> Result<Cow<'_, str>,
     // Decoded bytes of the current segment, to spot `.`/`..` after decoding.
     let mut seg_dots = 0usize; // dots seen in the current segment (decoded)
     let mut seg_other = false; // anything but a dot in the current segment
+    let mut seg_last = Last::Other; // what the current segment ends with so far
     // Start of a run of percent-encoded bytes ≥ 0x80, checked as UTF-8 when it ends.
     let mut utf8_run: Vec<u8> = Vec::new();
     let mut changed = false;
 
-    let end_segment = |seg_dots: usize, seg_other: bool| -> Result<(), PathError> {
-        if !seg_other && (seg_dots == 1 || seg_dots == 2) {
-            Err(PathError::DotSegment)
-        } else {
-            Ok(())
+    let end_segment = |seg_dots: usize, seg_other: bool, last: Last| -> Result<(), PathError> {
+        match (seg_other, seg_dots, last) {
+            (false, 1 | 2, _) => Err(PathError::DotSegment),
+            (false, 3.., _) => Err(PathError::DotsOnly),
+            (true, _, Last::Dot) if !allow_trailing_dots => Err(PathError::TrailingDot),
+            (true, _, Last::Space) => Err(PathError::TrailingSpace),
+            _ => Ok(()),
         }
     };
-    let flush_utf8 = |run: &mut Vec<u8>| -> Result<(), PathError> {
+    let flush_utf8 = |run: &mut Vec<u8>, last: &mut Last| -> Result<(), PathError> {
         if !run.is_empty() {
-            std::str::from_utf8(run).map_err(|_| PathError::InvalidUtf8)?;
+            if check_non_ascii(run)? {
+                *last = Last::Space;
+            }
             run.clear();
         }
         Ok(())
@@ -118,11 +163,12 @@ pub fn normalize_path(path: &str, allow_non_ascii: bool) -> Result<Cow<'_, str>,
     while i < raw.len() {
         let b = raw[i];
         if b != b'%' {
-            flush_utf8(&mut utf8_run)?;
+            flush_utf8(&mut utf8_run, &mut seg_last)?;
         }
         match b {
             b'/' => {
-                end_segment(seg_dots, seg_other)?;
+                end_segment(seg_dots, seg_other, seg_last)?;
+                seg_last = Last::Other;
                 if out.last() == Some(&b'/') {
                     changed = true; // merge runs of '/'
                 } else {
@@ -151,19 +197,25 @@ pub fn normalize_path(path: &str, allow_non_ascii: bool) -> Result<Cow<'_, str>,
                         }
                         utf8_run.push(v);
                         seg_other = true;
+                        seg_last = Last::Other;
                         push_escape(&mut out, v, &raw[i..i + 3], &mut changed);
                     }
                     _ if is_unreserved(v) => {
+                        flush_utf8(&mut utf8_run, &mut seg_last)?;
                         out.push(v);
                         changed = true;
                         if v == b'.' {
                             seg_dots += 1;
+                            seg_last = Last::Dot;
                         } else {
                             seg_other = true;
+                            seg_last = Last::Other;
                         }
                     }
                     _ => {
+                        flush_utf8(&mut utf8_run, &mut seg_last)?;
                         seg_other = true;
+                        seg_last = Last::Other;
                         push_escape(&mut out, v, &raw[i..i + 3], &mut changed);
                     }
                 }
@@ -174,18 +226,20 @@ pub fn normalize_path(path: &str, allow_non_ascii: bool) -> Result<Cow<'_, str>,
             0x80..=0xff => return Err(PathError::RawNonAscii),
             b'.' => {
                 seg_dots += 1;
+                seg_last = Last::Dot;
                 out.push(b);
                 i += 1;
             }
             _ => {
                 seg_other = true;
+                seg_last = Last::Other;
                 out.push(b);
                 i += 1;
             }
         }
     }
-    flush_utf8(&mut utf8_run)?;
-    end_segment(seg_dots, seg_other)?;
+    flush_utf8(&mut utf8_run, &mut seg_last)?;
+    end_segment(seg_dots, seg_other, seg_last)?;
     if !changed {
         return Ok(Cow::Borrowed(path));
     }
@@ -193,6 +247,14 @@ pub fn normalize_path(path: &str, allow_non_ascii: bool) -> Result<Cow<'_, str>,
     String::from_utf8(out)
         .map(Cow::Owned)
         .map_err(|_| PathError::RawNonAscii)
+}
+
+/// What a path segment ends with, for the trailing-dot and trailing-space rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Last {
+    Dot,
+    Space,
+    Other,
 }
 
 fn push_escape(out: &mut Vec<u8>, v: u8, original: &[u8], changed: &mut bool) {
@@ -315,6 +377,27 @@ mod tests {
     }
 
     #[test]
+    fn trailing_dots_and_compatibility_forms() {
+        use PathError::*;
+        let with = |p: &str, ascii: bool, dots: bool| {
+            normalize_path_with(p, ascii, dots).map(|c| c.into_owned())
+        };
+        assert_eq!(with("/a/b.", false, true).unwrap(), "/a/b.");
+        assert_eq!(with("/a/.../b", false, true), Err(DotsOnly));
+        // Fullwidth full stop U+FF0E and solidus U+FF0F, one dot leader U+2024.
+        assert_eq!(
+            with("/a/%EF%BC%8E%EF%BC%8E/b", true, false),
+            Err(CompatibilityForm)
+        );
+        assert_eq!(with("/a%EF%BC%8Fb", true, false), Err(CompatibilityForm));
+        assert_eq!(with("/a/%E2%80%A4/b", true, false), Err(CompatibilityForm));
+        // A no-break space at the end of a segment; inside it is fine.
+        assert_eq!(with("/a/b%C2%A0", true, false), Err(TrailingSpace));
+        assert_eq!(with("/a/b%C2%A0c", true, false).unwrap(), "/a/b%C2%A0c");
+        assert_eq!(with("/caf%C3%A9", true, false).unwrap(), "/caf%C3%A9");
+    }
+
+    #[test]
     fn path_table() {
         use PathError::*;
         let rows: &[(&str, Result<&str, PathError>)] = &[
@@ -332,8 +415,12 @@ mod tests {
             ("/a/%2e/b", Err(DotSegment)),
             ("/a/%2E%2e/b", Err(DotSegment)),
             ("/a/.%2e", Err(DotSegment)),
-            ("/a/.../b", Ok("/a/.../b")),
-            ("/a/.b/c.", Ok("/a/.b/c.")),
+            ("/a/.../b", Err(DotsOnly)),
+            ("/a/%2e%2E%2e", Err(DotsOnly)),
+            ("/a/.b/c", Ok("/a/.b/c")),
+            ("/a/.b/c.", Err(TrailingDot)),
+            ("/a/b%2e/c", Err(TrailingDot)),
+            ("/a/b./", Err(TrailingDot)),
             ("/a%2fb", Err(EncodedDelimiter)),
             ("/a%2Fb", Err(EncodedDelimiter)),
             ("/a%5cb", Err(EncodedDelimiter)),
@@ -388,11 +475,11 @@ mod tests {
     fn target_forms() {
         let authority: Uri = "example.com:443".parse().unwrap();
         assert_eq!(
-            normalize_target(&authority, false),
+            normalize_target(&authority, false, false),
             Err(PathError::TargetForm)
         );
         let absolute: Uri = "http://evil.example/a//b?x=1".parse().unwrap();
-        assert_eq!(normalize_target(&absolute, false).unwrap(), "/a/b");
+        assert_eq!(normalize_target(&absolute, false, false).unwrap(), "/a/b");
     }
 
     #[test]

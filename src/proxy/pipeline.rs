@@ -129,7 +129,11 @@ async fn run(
         fin.record.path = req.uri().path().to_owned();
         return Err(Reject::Connect);
     }
-    let path = match hygiene::normalize_target(req.uri(), policy.allow_non_ascii_paths) {
+    let path = match hygiene::normalize_target(
+        req.uri(),
+        policy.allow_non_ascii_paths,
+        policy.allow_trailing_dots,
+    ) {
         Ok(p) => p.into_owned(),
         Err(e) => {
             fin.record.path = req.uri().path().to_owned();
