@@ -248,6 +248,9 @@ struct Sink {
     out: Option<Box<dyn Write + Send>>,
     size: u64,
     rotates: bool,
+    /// A short write (a full disk) left a record without its newline: the next
+    /// write starts on a fresh line, so every line stays one whole record.
+    torn: bool,
 }
 
 impl Sink {
@@ -257,6 +260,7 @@ impl Sink {
             out: None,
             size: 0,
             rotates: false,
+            torn: false,
         };
         s.reopen()?;
         Ok(s)
@@ -310,27 +314,68 @@ impl Sink {
         self.reopen()
     }
 
-    fn write_batch(&mut self, batch: &[u8]) -> io::Result<()> {
-        if self.rotates && self.size > 0 && self.size + batch.len() as u64 > self.cfg.max_size {
-            self.rotate()?;
+    /// Writes whole lines (`ends` are the offsets just past each line's newline).
+    /// Returns how many lines reached the file whole, and the error that stopped
+    /// the rest.
+    fn write_batch(&mut self, batch: &[u8], ends: &[usize]) -> (u64, Option<io::Error>) {
+        if self.rotates
+            && self.size > 0
+            && self.size + batch.len() as u64 > self.cfg.max_size
+            && let Err(e) = self.rotate()
+        {
+            return (0, Some(e));
         }
-        if self.out.is_none() {
-            self.reopen()?;
+        if self.out.is_none()
+            && let Err(e) = self.reopen()
+        {
+            return (0, Some(e));
         }
-        let out = self
-            .out
-            .as_mut()
-            .ok_or_else(|| io::Error::other("access log not open"))?;
-        out.write_all(batch)?;
-        out.flush()?;
-        self.size += batch.len() as u64;
-        Ok(())
+        let Some(out) = self.out.as_mut() else {
+            return (0, Some(io::Error::other("access log not open")));
+        };
+        if self.torn {
+            match out.write(b"\n") {
+                Ok(1) => {
+                    self.torn = false;
+                    self.size += 1;
+                }
+                Ok(_) => return (0, Some(io::ErrorKind::WriteZero.into())),
+                Err(e) => return (0, Some(e)),
+            }
+        }
+        let mut pos = 0;
+        let mut error = None;
+        while pos < batch.len() {
+            match out.write(&batch[pos..]) {
+                Ok(0) => {
+                    error = Some(io::ErrorKind::WriteZero.into());
+                    break;
+                }
+                Ok(n) => pos += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        if error.is_none()
+            && let Err(e) = out.flush()
+        {
+            error = Some(e);
+        }
+        self.size += pos as u64;
+        let whole = ends.iter().take_while(|&&e| e <= pos).count();
+        // Part of a line reached the file: end it before the next record.
+        self.torn = pos > 0 && !ends.contains(&pos);
+        (whole as u64, error)
     }
 }
 
 fn writer(mut sink: Sink, q: &Queue, metrics: &Metrics) {
     let mut spare: Vec<String> = Vec::with_capacity(1024);
     let mut batch: Vec<u8> = Vec::with_capacity(256 * 1024);
+    let mut ends: Vec<usize> = Vec::with_capacity(1024);
     let mut last_warn: Option<Instant> = None;
     loop {
         let stopping = q.stop.load(Ordering::Acquire);
@@ -346,13 +391,18 @@ fn writer(mut sink: Sink, q: &Queue, metrics: &Metrics) {
         if !spare.is_empty() {
             let n = spare.len() as u64;
             batch.clear();
+            ends.clear();
             for l in spare.drain(..) {
                 batch.extend_from_slice(l.as_bytes());
+                ends.push(batch.len());
             }
-            match sink.write_batch(&batch) {
-                Ok(()) => metrics.access_log_records.inc_by(n),
-                Err(e) => {
-                    metrics.access_log_dropped.inc_by(n);
+            let (written, error) = sink.write_batch(&batch, &ends);
+            metrics.access_log_records.inc_by(written);
+            match error {
+                None => {}
+                Some(e) => {
+                    // Exactly the records that did not reach the file whole.
+                    metrics.access_log_dropped.inc_by(n - written);
                     // Reopen next time: the file may have been removed or the disk fixed.
                     sink.out = None;
                     if last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
@@ -374,5 +424,84 @@ fn writer(mut sink: Sink, q: &Queue, metrics: &Metrics) {
         }
         let g = lock(&q.wake_lock);
         let _ = q.wake.wait_timeout(g, TICK);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A disk that takes `room` more bytes, then answers ENOSPC (a short write
+    /// first, as a full filesystem does); `room` can be raised to free space.
+    #[derive(Clone)]
+    struct Disk(Arc<Mutex<(Vec<u8>, usize)>>);
+
+    impl Write for Disk {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let mut g = self.0.lock().unwrap();
+            let room = g.1;
+            if room == 0 {
+                return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+            }
+            let n = buf.len().min(room);
+            g.0.extend_from_slice(&buf[..n]);
+            g.1 -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn sink(disk: &Disk) -> Sink {
+        Sink {
+            cfg: AccessLogConfig {
+                target: LogTarget::Stdout,
+                max_size: u64::MAX,
+                max_files: 1,
+            },
+            out: Some(Box::new(disk.clone())),
+            size: 0,
+            rotates: false,
+            torn: false,
+        }
+    }
+
+    fn batch(lines: &[&str]) -> (Vec<u8>, Vec<usize>) {
+        let mut b = Vec::new();
+        let mut ends = Vec::new();
+        for l in lines {
+            b.extend_from_slice(l.as_bytes());
+            b.push(b'\n');
+            ends.push(b.len());
+        }
+        (b, ends)
+    }
+
+    #[test]
+    fn a_full_disk_never_joins_two_records_on_one_line_and_counts_exactly() {
+        let disk = Disk(Arc::new(Mutex::new((Vec::new(), 30))));
+        let mut s = sink(&disk);
+        let (b, e) = batch(&[r#"{"n":1,"pad":"xxxx"}"#, r#"{"n":2,"pad":"yyyy"}"#]);
+        // 21 bytes a line: the first fits, the second is torn after 9 bytes.
+        let (written, err) = s.write_batch(&b, &e);
+        assert_eq!(written, 1, "only the whole record counts as written");
+        assert!(err.is_some());
+        // Space comes back: the next record starts on a fresh line.
+        disk.0.lock().unwrap().1 = 1000;
+        let (b, e) = batch(&[r#"{"n":3}"#]);
+        let (written, err) = s.write_batch(&b, &e);
+        assert_eq!(written, 1);
+        assert!(err.is_none(), "{err:?}");
+        let text = String::from_utf8(disk.0.lock().unwrap().0.clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text:?}");
+        assert!(serde_json::from_str::<serde_json::Value>(lines[0]).is_ok());
+        assert!(
+            serde_json::from_str::<serde_json::Value>(lines[1]).is_err(),
+            "the torn one"
+        );
+        assert_eq!(lines[2], r#"{"n":3}"#, "not glued to the torn record");
     }
 }

@@ -1,19 +1,71 @@
 //! The body every response carries: one keygate made, or the upstream's streamed
 //! through. It owns the request's [`Finish`] guard and fires it when the body has
-//! been sent, or as `client_closed` when dropped early.
+//! been sent, as `upstream_error` when the upstream failed or paused longer than
+//! `timeouts.upstream_read` mid-body (the stream is then cut), or as
+//! `client_closed` when dropped early.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
 
-use crate::observe::record::Finish;
+use crate::observe::record::{Decision, Finish};
+
+/// What a body stream fails with.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The longest pause allowed between two frames of a body. The timer is made on
+/// the first pause only and re-armed (not re-made) on later ones.
+#[derive(Debug)]
+pub(crate) struct IdleTimer {
+    idle: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl IdleTimer {
+    pub(crate) fn new(idle: Duration) -> Self {
+        Self {
+            idle,
+            sleep: None,
+            armed: false,
+        }
+    }
+
+    /// The body made progress: the next pause starts a new wait.
+    pub(crate) fn progress(&mut self) {
+        self.armed = false;
+    }
+
+    /// The body is pending: has the pause lasted longer than allowed?
+    pub(crate) fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.armed {
+            let deadline = Instant::now() + self.idle;
+            match &mut self.sleep {
+                Some(s) => s.as_mut().reset(deadline),
+                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+            self.armed = true;
+        }
+        self.sleep
+            .as_mut()
+            .is_some_and(|s| s.as_mut().poll(cx).is_ready())
+    }
+}
+
+/// The upstream paused longer than `timeouts.upstream_read` mid-body.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream paused longer than timeouts.upstream_read")]
+pub(crate) struct UpstreamReadTimeout;
 
 enum Inner {
     Full(Option<Bytes>),
-    Stream(Incoming),
+    Stream(Incoming, IdleTimer),
 }
 
 /// Every response body: made by keygate, or the upstream's.
@@ -50,9 +102,10 @@ impl ResBody {
         }
     }
 
-    pub(crate) fn stream(body: Incoming) -> Self {
+    /// The upstream's body; `upstream_read` bounds each pause in it.
+    pub(crate) fn stream(body: Incoming, upstream_read: Duration) -> Self {
         Self {
-            inner: Inner::Stream(body),
+            inner: Inner::Stream(body, IdleTimer::new(upstream_read)),
             sent: 0,
             finish: None,
             bodiless: false,
@@ -73,6 +126,14 @@ impl ResBody {
             f.fire(true, self.sent);
         }
     }
+
+    /// The upstream's body failed or stalled: the client's stream is cut.
+    fn cut(&mut self) {
+        if let Some(mut f) = self.finish.take() {
+            f.record.decision = Decision::UpstreamError;
+            f.fire(true, self.sent);
+        }
+    }
 }
 
 impl Drop for ResBody {
@@ -85,16 +146,28 @@ impl Drop for ResBody {
 
 impl Body for ResBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let res = match &mut this.inner {
+        let res: Poll<Option<Result<Frame<Bytes>, BoxError>>> = match &mut this.inner {
             Inner::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            Inner::Stream(body) => Pin::new(body).poll_frame(cx),
+            Inner::Stream(body, timer) => match Pin::new(body).poll_frame(cx) {
+                Poll::Pending if timer.expired(cx) => {
+                    tracing::debug!(
+                        "upstream body paused longer than timeouts.upstream_read; cutting the response"
+                    );
+                    Poll::Ready(Some(Err(Box::new(UpstreamReadTimeout))))
+                }
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(r) => {
+                    timer.progress();
+                    Poll::Ready(r.map(|f| f.map_err(BoxError::from)))
+                }
+            },
         };
         match &res {
             Poll::Ready(Some(Ok(frame))) => {
@@ -106,8 +179,9 @@ impl Body for ResBody {
                 }
             }
             Poll::Ready(None) => this.complete(),
-            // The upstream failed mid-body: the client's stream is cut, not complete.
-            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
+            // The upstream failed or stalled mid-body: the client's stream is cut.
+            Poll::Ready(Some(Err(_))) => this.cut(),
+            Poll::Pending => {}
         }
         res
     }
@@ -115,7 +189,7 @@ impl Body for ResBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Full(d) => d.is_none(),
-            Inner::Stream(b) => b.is_end_stream(),
+            Inner::Stream(b, _) => b.is_end_stream(),
         }
     }
 
@@ -123,7 +197,7 @@ impl Body for ResBody {
         match &self.inner {
             Inner::Full(Some(d)) => SizeHint::with_exact(d.len() as u64),
             Inner::Full(None) => SizeHint::with_exact(0),
-            Inner::Stream(b) => b.size_hint(),
+            Inner::Stream(b, _) => b.size_hint(),
         }
     }
 }

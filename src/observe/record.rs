@@ -20,6 +20,11 @@ pub(crate) struct ReqCounters {
     pub(crate) bytes_in: AtomicU64,
     /// The body went past `limits.max_body_bytes`.
     pub(crate) over_limit: AtomicBool,
+    /// The client's body could not be read: malformed framing (chunked) or the
+    /// client broke it off — the client's fault, not the upstream's.
+    pub(crate) client_error: AtomicBool,
+    /// The client paused longer than `timeouts.client_body_read` in its body.
+    pub(crate) client_timeout: AtomicBool,
     done: AtomicBool,
     /// The client's body was read to its end.
     complete: AtomicBool,

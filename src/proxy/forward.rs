@@ -236,7 +236,12 @@ pub(crate) fn rewrite_request(
     );
     h.insert(requestid::HEADER, fwd.request_id.clone());
 
-    let body = ReqBody::new(body, config.limits.max_body_bytes, counters);
+    let body = ReqBody::new(
+        body,
+        config.limits.max_body_bytes,
+        config.timeouts.client_body_read,
+        counters,
+    );
     Ok(Request::from_parts(parts, body))
 }
 

@@ -77,7 +77,7 @@ pub(crate) async fn handle(
     ));
 
     let result = run(&snapshots, &snap, conn, &client, &request_id, req, &mut fin).await;
-    let res = match result {
+    match result {
         Ok((upstream, decision)) => {
             fin.upstream_answered();
             let (mut parts, body) = upstream.into_parts();
@@ -88,7 +88,7 @@ pub(crate) async fn handle(
                 || parts.status == StatusCode::SWITCHING_PROTOCOLS
                 || parts.status == StatusCode::NO_CONTENT
                 || parts.status == StatusCode::NOT_MODIFIED;
-            let mut body = ResBody::stream(body);
+            let mut body = ResBody::stream(body, snap.config.timeouts.upstream_read);
             body.attach(fin, bodiless);
             Response::from_parts(parts, body)
         }
@@ -102,8 +102,7 @@ pub(crate) async fn handle(
             res.body_mut().attach(fin, is_head);
             res
         }
-    };
-    res
+    }
 }
 
 fn has_body(req: &Request<Incoming>) -> bool {

@@ -86,6 +86,10 @@ pub(crate) enum Reject {
     BodyTooLarge {
         limit: u64,
     },
+    /// The client's body framing was malformed (chunked) or broken off.
+    BadRequestBody,
+    /// The client paused longer than `timeouts.client_body_read` in its body.
+    ClientTimeout,
     UpstreamUnavailable,
     UpstreamTimeout,
 }
@@ -232,6 +236,18 @@ impl Reject {
                 format!("the request body is larger than {limit} bytes"),
                 D::BadRequest,
             ),
+            Self::BadRequestBody => p(
+                S::BAD_REQUEST,
+                "bad_request_body",
+                "the request body could not be read: its chunked encoding is malformed or it ended early; check the client's framing".into(),
+                D::BadRequest,
+            ),
+            Self::ClientTimeout => p(
+                S::REQUEST_TIMEOUT,
+                "client_timeout",
+                "the request body paused longer than timeouts.client_body_read; send the body without long pauses".into(),
+                D::BadRequest,
+            ),
             Self::UpstreamUnavailable => p(
                 S::BAD_GATEWAY,
                 "upstream_unavailable",
@@ -278,6 +294,8 @@ impl Reject {
             | Self::PathNotAllowed
             | Self::InsufficientPermission { .. }
             | Self::BodyTooLarge { .. }
+            | Self::BadRequestBody
+            | Self::ClientTimeout
             | Self::UpstreamUnavailable
             | Self::UpstreamTimeout => {}
         }

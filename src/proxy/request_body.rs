@@ -1,6 +1,8 @@
-//! The client's request body on its way upstream: counts bytes and enforces
+//! The client's request body on its way upstream: counts bytes, enforces
 //! `limits.max_body_bytes` (it fails the stream past the limit, and the pipeline
-//! answers `413` if the upstream has not answered yet).
+//! answers `413` if the upstream has not answered yet) and `timeouts.client_body_read`
+//! (`408`), and tells a body the client framed badly (`400 bad_request_body`) from
+//! an upstream failure.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,7 +15,13 @@ use hyper::body::Incoming;
 
 use crate::observe::record::ReqCounters;
 
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) use crate::observe::body::BoxError;
+use crate::observe::body::IdleTimer;
+
+/// The client paused longer than `timeouts.client_body_read` in its body.
+#[derive(Debug, thiserror::Error)]
+#[error("the client paused longer than timeouts.client_body_read in its request body")]
+pub(crate) struct ClientBodyTimeout;
 
 #[derive(Debug, thiserror::Error)]
 #[error("request body is larger than limits.max_body_bytes")]
@@ -22,22 +30,43 @@ pub(crate) struct BodyTooLarge;
 /// The client's request body on its way upstream.
 #[derive(Debug)]
 pub(crate) struct ReqBody {
-    inner: Incoming,
+    /// `None`: an empty body (a replay of a bodiless request).
+    inner: Option<Incoming>,
     limit: Option<u64>,
     seen: u64,
     counters: Arc<ReqCounters>,
+    timer: IdleTimer,
 }
 
 impl ReqBody {
-    pub(crate) fn new(inner: Incoming, limit: Option<u64>, counters: Arc<ReqCounters>) -> Self {
+    pub(crate) fn new(
+        inner: Incoming,
+        limit: Option<u64>,
+        idle: std::time::Duration,
+        counters: Arc<ReqCounters>,
+    ) -> Self {
         if inner.is_end_stream() {
             counters.mark_complete();
         }
         Self {
-            inner,
+            inner: Some(inner),
             limit,
             seen: 0,
             counters,
+            timer: IdleTimer::new(idle),
+        }
+    }
+}
+
+impl ReqBody {
+    /// An empty body sharing `counters` (a retried bodiless request).
+    pub(crate) fn empty_like(&self) -> Self {
+        Self {
+            inner: None,
+            limit: self.limit,
+            seen: 0,
+            counters: self.counters.clone(),
+            timer: IdleTimer::new(std::time::Duration::from_secs(1)),
         }
     }
 }
@@ -51,13 +80,28 @@ impl Body for ReqBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(&mut *inner).poll_frame(cx);
+        if polled.is_ready() {
+            this.timer.progress();
+        }
+        match polled {
+            Poll::Pending if this.timer.expired(cx) => {
+                this.counters.client_timeout.store(true, Ordering::Relaxed);
+                this.counters.mark_done();
+                Poll::Ready(Some(Err(Box::new(ClientBodyTimeout))))
+            }
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
                 this.counters.mark_complete();
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(e))) => {
+                // Reading the client's body failed: bad chunked framing, or the
+                // client broke the body off.
+                this.counters.client_error.store(true, Ordering::Relaxed);
                 this.counters.mark_done();
                 Poll::Ready(Some(Err(Box::new(e))))
             }
@@ -71,7 +115,7 @@ impl Body for ReqBody {
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
                     }
                 }
-                if this.inner.is_end_stream() {
+                if inner.is_end_stream() {
                     this.counters.mark_complete();
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -80,10 +124,12 @@ impl Body for ReqBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
+use http_body::Body;
 use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
@@ -55,17 +56,27 @@ pub(crate) async fn send(
     counters: &ReqCounters,
 ) -> Result<Response<Incoming>, Reject> {
     let started = Instant::now();
-    let fut = client.request(req);
-    tokio::pin!(fut);
-    let result = tokio::select! {
-        biased;
-        r = &mut fut => r,
-        () = counters.body_sent() => {
-            match tokio::time::timeout(config.timeouts.upstream_response, &mut fut).await {
-                Ok(r) => r,
-                Err(_) => return Err(Reject::UpstreamTimeout),
+    // A bodiless idempotent request can be sent again if a pooled connection the
+    // upstream had just closed fails it before any response byte (as nginx does
+    // for cached connections). A non-idempotent one is retried only when it
+    // provably never left: hyper's pool does that itself (a canceled request).
+    let replay = (is_idempotent(req.method()) && req.body().is_end_stream()).then(|| {
+        let mut r = Request::new(req.body().empty_like());
+        *r.method_mut() = req.method().clone();
+        *r.uri_mut() = req.uri().clone();
+        *r.version_mut() = req.version();
+        *r.headers_mut() = req.headers().clone();
+        r
+    });
+    let result = match exchange(client, config, req, counters).await {
+        Err(Exchange::Failed(e)) if !e.is_connect() && replay.is_some() => {
+            tracing::debug!(error = %e, "upstream connection failed before answering; retrying once on a fresh connection");
+            match replay {
+                Some(r) => exchange(client, config, r, counters).await,
+                None => Err(Exchange::Failed(e)),
             }
         }
+        other => other,
     };
     match result {
         Ok(mut res) => {
@@ -73,17 +84,55 @@ pub(crate) async fn send(
             strip_hop_by_hop(res.headers_mut(), switching);
             Ok(res)
         }
-        Err(e) => {
-            if counters
-                .over_limit
-                .load(std::sync::atomic::Ordering::Relaxed)
-            {
+        Err(Exchange::Timeout) => Err(Reject::UpstreamTimeout),
+        Err(Exchange::Failed(e)) => {
+            use std::sync::atomic::Ordering::Relaxed;
+            // The request body's own failures come first: they are the client's.
+            if counters.over_limit.load(Relaxed) {
                 return Err(Reject::BodyTooLarge {
                     limit: config.limits.max_body_bytes.unwrap_or(0),
                 });
             }
+            if counters.client_timeout.load(Relaxed) {
+                return Err(Reject::ClientTimeout);
+            }
+            if counters.client_error.load(Relaxed) {
+                return Err(Reject::BadRequestBody);
+            }
             tracing::debug!(error = %e, elapsed_ms = started.elapsed().as_millis() as u64, "upstream request failed");
             Err(Reject::UpstreamUnavailable)
+        }
+    }
+}
+
+fn is_idempotent(m: &http::Method) -> bool {
+    use http::Method as M;
+    [M::GET, M::HEAD, M::OPTIONS, M::PUT, M::DELETE, M::TRACE].contains(m)
+}
+
+enum Exchange {
+    Timeout,
+    Failed(hyper_util::client::legacy::Error),
+}
+
+/// One attempt: send, then wait for the response head (`timeouts.upstream_response`
+/// counts from when the request body has been sent).
+async fn exchange(
+    client: &UpstreamClient,
+    config: &Config,
+    req: Request<ReqBody>,
+    counters: &ReqCounters,
+) -> Result<Response<Incoming>, Exchange> {
+    let fut = client.request(req);
+    tokio::pin!(fut);
+    tokio::select! {
+        biased;
+        r = &mut fut => r.map_err(Exchange::Failed),
+        () = counters.body_sent() => {
+            match tokio::time::timeout(config.timeouts.upstream_response, &mut fut).await {
+                Ok(r) => r.map_err(Exchange::Failed),
+                Err(_) => Err(Exchange::Timeout),
+            }
         }
     }
 }

@@ -29,7 +29,7 @@ use bytes::Bytes as Data;
 use http_body::{Body, Frame, SizeHint};
 
 use super::{ConnInfo, ConnSettings, Service};
-use crate::observe::body::ResBody;
+use crate::observe::body::{BoxError, ResBody};
 use crate::observe::metrics::{ConnError, Metrics};
 
 /// Activity of one connection: requests in flight, when the last one ended, and
@@ -342,12 +342,12 @@ struct Guarded {
 
 impl Body for Guarded {
     type Data = Data;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Data>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Data>, BoxError>>> {
         Pin::new(&mut self.body).poll_frame(cx)
     }
 
