@@ -8,14 +8,17 @@
 //! created first and fired exactly once, whatever happens.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use governor::clock::DefaultClock;
 use http::header::USER_AGENT;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use time::OffsetDateTime;
 
+use crate::keys::store::KeyRecord;
 use crate::observe::body::ResBody;
 use crate::observe::record::ReqCounters;
 use crate::observe::record::{Decision, Finish};
@@ -110,36 +113,58 @@ fn has_body(req: &Request<Incoming>) -> bool {
     !req.body().is_end_stream()
 }
 
-/// Steps 1–8. On success, the upstream's response and the decision to record.
-async fn run(
-    snapshots: &Snapshots,
+/// What steps 1–7 found out, also when they refused: the record needs the path,
+/// the key and the category as far as they were known.
+#[derive(Debug, Default)]
+pub(crate) struct Facts {
+    /// The normalised path (the raw one when it was refused as a bad path).
+    pub(crate) path: String,
+    pub(crate) key: Option<Arc<KeyRecord>>,
+    pub(crate) category: Option<Arc<str>>,
+    /// The key came in `Authorization: Bearer` (so that header is removed).
+    pub(crate) bearer_key: bool,
+}
+
+/// Where an admitted request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pass {
+    /// A public path, or a forwarded CORS preflight: no key.
+    Unkeyed,
+    /// A keyed request that passed every check; `websocket` if it is a handshake.
+    Keyed { websocket: bool },
+}
+
+/// Steps 1–7 of the request path, in this order and nowhere else: a pure function
+/// of the request head, the snapshot and the client address (the rate limiters
+/// in the snapshot are the only state it touches).
+pub(crate) fn decide<B>(
     snap: &Snapshot,
+    clock: &DefaultClock,
+    req: &Request<B>,
     conn: ConnInfo,
-    client: &ClientAddr,
-    request_id: &HeaderValue,
-    req: Request<Incoming>,
-    fin: &mut Finish,
-) -> Result<(Response<Incoming>, Decision), Reject> {
+    client_ip: IpAddr,
+    now: OffsetDateTime,
+    facts: &mut Facts,
+) -> Result<Pass, Reject> {
     let cfg = &*snap.config;
     let policy = &cfg.policy;
 
     // 1. Hygiene: nothing else is looked at first.
     if req.method() == Method::CONNECT {
-        fin.record.path = req.uri().path().to_owned();
+        req.uri().path().clone_into(&mut facts.path);
         return Err(Reject::Connect);
     }
-    let path = match hygiene::normalize_target(
+    match hygiene::normalize_target(
         req.uri(),
         policy.allow_non_ascii_paths,
         policy.allow_trailing_dots,
     ) {
-        Ok(p) => p.into_owned(),
+        Ok(p) => facts.path = p.into_owned(),
         Err(e) => {
-            fin.record.path = req.uri().path().to_owned();
+            req.uri().path().clone_into(&mut facts.path);
             return Err(Reject::BadPath(e));
         }
-    };
-    fin.record.path.clone_from(&path);
+    }
     let presented = hygiene::check_headers(
         req.headers(),
         &cfg.auth,
@@ -152,57 +177,37 @@ async fn run(
         HeaderError::AmbiguousFraming => Reject::AmbiguousFraming,
         HeaderError::TooLarge => Reject::HeadersTooLarge,
     })?;
-    let bearer_key = matches!(presented, Presented::One { bearer: true, .. });
-
-    // Forwarding without a key (public paths, a forwarded preflight).
-    let unkeyed = Forward {
-        path: &path,
-        key: None,
-        category: None,
-        client,
-        tls: conn.tls,
-        request_id,
-        bearer_key,
-        websocket: false,
-    };
+    facts.bearer_key = matches!(presented, Presented::One { bearer: true, .. });
 
     // 2. Public paths: no key, any method, even with the API off.
-    let route = policy.route(&path);
+    let route = policy.route(&facts.path);
     if route == Route::Public {
-        return send_upstream(snapshots, snap, unkeyed, req, fin)
-            .await
-            .map(|r| (r, Decision::Public));
+        return Ok(Pass::Unkeyed);
     }
 
     // 3. The API switch, then CORS preflight.
     if !snap.keys.api_enabled {
         return Err(Reject::ApiDisabled);
     }
-    if policy.preflight == Preflight::Forward && presented == Presented::None && is_preflight(&req)
-    {
-        return send_upstream(snapshots, snap, unkeyed, req, fin)
-            .await
-            .map(|r| (r, Decision::Public));
+    if policy.preflight == Preflight::Forward && presented == Presented::None && is_preflight(req) {
+        return Ok(Pass::Unkeyed);
     }
 
     // 4. The key. Failures are charged to the client IP's budget (5, per IP).
-    let key = match authenticate(presented, &snap.keys, OffsetDateTime::now_utc()) {
+    let key = match authenticate(presented, &snap.keys, now) {
         Ok(k) => k,
         Err(reject) => {
-            if let Err(ratelimit::RetryAfter(retry_after)) =
-                snap.ip_limiter.check(client.ip, snapshots.clock())
+            if let Err(ratelimit::RetryAfter(retry_after)) = snap.ip_limiter.check(client_ip, clock)
             {
                 return Err(Reject::IpRateLimited { retry_after });
             }
             return Err(reject);
         }
     };
-    fin.record.key = Some(key.clone());
+    let key = facts.key.insert(key);
 
     // 5. The key's rate limit.
-    if let Err(ratelimit::RetryAfter(retry_after)) =
-        ratelimit::check_key(&key.limiter, snapshots.clock())
-    {
+    if let Err(ratelimit::RetryAfter(retry_after)) = ratelimit::check_key(&key.limiter, clock) {
         return Err(Reject::KeyRateLimited {
             name: key.name.clone(),
             retry_after,
@@ -215,8 +220,7 @@ async fn run(
         Route::Unmatched if policy.unmatched == Unmatched::AllowAnyKey => None,
         Route::Unmatched | Route::Public => return Err(Reject::PathNotAllowed),
     };
-    let category_name = category.map(|c| policy.category_name(c).clone());
-    fin.record.category.clone_from(&category_name);
+    facts.category = category.map(|c| policy.category_name(c).clone());
 
     // 7. Permission.
     let Some(needed) = required_level(req.method()) else {
@@ -226,26 +230,68 @@ async fn run(
     if !has.allows(needed) {
         return Err(Reject::InsufficientPermission {
             name: key.name.clone(),
-            category: category_name,
+            category: facts.category.clone(),
             method: req.method().clone(),
             needed,
             has,
         });
     }
+    // A WebSocket handshake is authorised above as the GET it is.
+    Ok(Pass::Keyed {
+        websocket: conn.http1 && forward::is_websocket_upgrade(req),
+    })
+}
 
-    // 8. Forward (a WebSocket handshake too: authorised above as the GET it is).
+/// Steps 1–8. On success, the upstream's response and the decision to record.
+async fn run(
+    snapshots: &Snapshots,
+    snap: &Snapshot,
+    conn: ConnInfo,
+    client: &ClientAddr,
+    request_id: &HeaderValue,
+    req: Request<Incoming>,
+    fin: &mut Finish,
+) -> Result<(Response<Incoming>, Decision), Reject> {
+    let mut facts = Facts::default();
+    let pass = decide(
+        snap,
+        snapshots.clock(),
+        &req,
+        conn,
+        client.ip,
+        OffsetDateTime::now_utc(),
+        &mut facts,
+    );
+    let Facts {
+        path,
+        key,
+        category,
+        bearer_key,
+    } = facts;
+    fin.record.path.clone_from(&path);
+    fin.record.key.clone_from(&key);
+    fin.record.category.clone_from(&category);
+    let (websocket, decision) = match pass? {
+        Pass::Unkeyed => (false, Decision::Public),
+        Pass::Keyed { websocket } => (websocket, Decision::Allowed),
+    };
+    // 8. Forward.
     let fwd = Forward {
-        key: Some(&key),
-        category: category_name.as_deref(),
-        websocket: conn.http1 && forward::is_websocket_upgrade(&req),
-        ..unkeyed
+        path: &path,
+        key: key.as_deref(),
+        category: category.as_deref(),
+        client,
+        tls: conn.tls,
+        request_id,
+        bearer_key,
+        websocket,
     };
     send_upstream(snapshots, snap, fwd, req, fin)
         .await
-        .map(|r| (r, Decision::Allowed))
+        .map(|r| (r, decision))
 }
 
-fn is_preflight(req: &Request<Incoming>) -> bool {
+fn is_preflight<B>(req: &Request<B>) -> bool {
     req.method() == Method::OPTIONS
         && req.headers().contains_key(http::header::ORIGIN)
         && req
@@ -291,4 +337,228 @@ async fn send_upstream(
         }
     }
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::keys::file::KeysFile;
+    use crate::keys::store::KeySet;
+    use crate::proxy::reject::Reject as R;
+    use crate::ratelimit::IpLimiter;
+
+    const CONFIG: &str = r#"
+upstream: "http://127.0.0.1:9"
+routes:
+  public: ["/healthz", "/public/**"]
+  categories:
+    candidates: ["/api/v1/candidates", "/api/v1/candidates/**"]
+    jobs: ["/api/v1/jobs", "/api/v1/jobs/**"]
+"#;
+    const READ: &str = "zapier-read-only-secret-0123456789abcdef";
+    const WRITE: &str = "jobs-writer-secret-0123456789abcdefghijk";
+    const LIMITED: &str = "slow-rate-key-secret-0123456789abcdefghij";
+    const OLD: &str = "expired-key-secret-0123456789abcdefghij";
+
+    fn keys(api: bool) -> String {
+        format!(
+            r#"api_enabled: {api}
+keys:
+  - {{ id: kread, name: Zapier, secret: "{READ}", permissions: {{ candidates: read }} }}
+  - {{ id: kwrite, name: Writer, secret: "{WRITE}", permissions: {{ jobs: write }} }}
+  - {{ id: kslow, name: Slow, secret: "{LIMITED}", permissions: {{ "*": read }}, rate_limit: {{ per_minute: 1, burst: 1 }} }}
+  - {{ id: kold, name: Old, secret: "{OLD}", permissions: {{ "*": write }}, expires_at: 2020-01-01T00:00:00Z }}
+"#
+        )
+    }
+
+    /// A snapshot in memory, built as the reloader builds one.
+    fn snapshot(extra: &str, api: bool) -> Snapshot {
+        let path = Path::new("config.yaml");
+        let config = Arc::new(Config::from_text(path, &format!("{CONFIG}{extra}")).unwrap());
+        let file = KeysFile::parse(Path::new("keys.yaml"), &keys(api)).unwrap();
+        let keys = KeySet::build(
+            &config.keys_file,
+            &file,
+            &config.policy,
+            &config.rate_limit.per_key,
+            None,
+        )
+        .unwrap();
+        let rl = &config.rate_limit;
+        Snapshot {
+            ip_limiter: Arc::new(IpLimiter::new(&rl.per_ip, rl.max_tracked_ips)),
+            client: upstream::client(&config).unwrap(),
+            config,
+            keys,
+            keys_identity: None,
+            keys_digest: None,
+        }
+    }
+
+    fn request(method: &str, target: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::builder().method(method).uri(target);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    const CONN: ConnInfo = ConnInfo {
+        peer: std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1),
+        tls: false,
+        http1: true,
+    };
+
+    /// The outcome as a short string: `unkeyed`, `keyed`, `websocket` or the code.
+    fn outcome(snap: &Snapshot, req: &Request<()>) -> (String, Facts) {
+        let mut facts = Facts::default();
+        let clock = crate::ratelimit::clock().clone();
+        let r = decide(
+            snap,
+            &clock,
+            req,
+            CONN,
+            CONN.peer.ip(),
+            OffsetDateTime::now_utc(),
+            &mut facts,
+        );
+        let s = match r {
+            Ok(Pass::Unkeyed) => "unkeyed".to_string(),
+            Ok(Pass::Keyed { websocket: false }) => "keyed".to_string(),
+            Ok(Pass::Keyed { websocket: true }) => "websocket".to_string(),
+            Err(e) => code(&e).to_string(),
+        };
+        (s, facts)
+    }
+
+    fn code(r: &R) -> &'static str {
+        r.code()
+    }
+
+    /// Method, target, headers, the expected outcome.
+    type Row<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+
+    #[test]
+    fn steps_one_to_seven_in_order() {
+        let snap = snapshot("", true);
+        let k = |s: &'static str| ("x-api-key", s);
+        #[rustfmt::skip]
+        let rows: &[Row] = &[
+            // 1. hygiene first: even with a valid key, before anything else
+            ("CONNECT", "/api/v1/jobs", &[k(WRITE)], "method_not_allowed"),
+            ("GET", "/api/v1/../jobs", &[k(WRITE)], "bad_path"),
+            ("GET", "/api/v1/jobs", &[k(WRITE), ("authorization", "Bearer x")], "ambiguous_api_key"),
+            ("POST", "/api/v1/jobs", &[k(WRITE), ("x-http-method-override", "DELETE")], "method_override_not_allowed"),
+            // 2. public paths need no key
+            ("GET", "/healthz", &[], "unkeyed"),
+            ("DELETE", "/public/x", &[], "unkeyed"),
+            // 4. the key
+            ("GET", "/api/v1/candidates", &[], "missing_api_key"),
+            ("GET", "/api/v1/candidates", &[k("not-a-key-at-all-but-long-enough-12345")], "invalid_api_key"),
+            ("GET", "/api/v1/candidates", &[k("kg_3Xb8u2KQw0pV9sLrT4mZcY1nE6fH7jAd0ukXzz")], "malformed_api_key"),
+            ("GET", "/api/v1/candidates", &[k(OLD)], "expired_api_key"),
+            // 6. category: unmatched paths fail closed
+            ("GET", "/api/v2/other", &[k(READ)], "path_not_allowed"),
+            // 7. permission
+            ("GET", "/api/v1/candidates/7", &[k(READ)], "keyed"),
+            ("POST", "/api/v1/candidates", &[k(READ)], "insufficient_permission"),
+            ("GET", "/api/v1/jobs", &[k(READ)], "insufficient_permission"),
+            ("DELETE", "/api/v1/jobs/3", &[k(WRITE)], "keyed"),
+            ("GET", "/api/v1/jobs", &[("authorization", &*format!("Bearer {WRITE}").leak())], "keyed"),
+            ("TRACE", "/api/v1/jobs", &[k(WRITE)], "method_not_allowed"),
+            ("OPTIONS", "/api/v1/jobs", &[k(WRITE)], "keyed"),
+            ("GET", "/api/v1/jobs", &[k(WRITE), ("connection", "upgrade"), ("upgrade", "websocket")], "websocket"),
+        ];
+        for (method, target, headers, want) in rows {
+            let (got, _) = outcome(&snap, &request(method, target, headers));
+            assert_eq!(&got, want, "{method} {target} {headers:?}");
+        }
+    }
+
+    #[test]
+    fn the_switch_comes_after_public_paths_and_before_the_key() {
+        let off = snapshot("", false);
+        let k = ("x-api-key", WRITE);
+        assert_eq!(outcome(&off, &request("GET", "/healthz", &[])).0, "unkeyed");
+        assert_eq!(
+            outcome(&off, &request("GET", "/api/v1/jobs", &[k])).0,
+            "api_disabled"
+        );
+        assert_eq!(
+            outcome(&off, &request("GET", "/api/v1/jobs", &[])).0,
+            "api_disabled"
+        );
+        assert_eq!(
+            outcome(&off, &request("GET", "/api/../x", &[])).0,
+            "bad_path"
+        );
+    }
+
+    #[test]
+    fn preflight_is_forwarded_only_when_configured_and_keyless() {
+        let pre = [
+            ("origin", "https://a.example"),
+            ("access-control-request-method", "POST"),
+        ];
+        let deny = snapshot("", true);
+        assert_eq!(
+            outcome(&deny, &request("OPTIONS", "/api/v1/jobs", &pre)).0,
+            "missing_api_key"
+        );
+        let fwd = snapshot("  preflight: forward\n", true);
+        assert_eq!(
+            outcome(&fwd, &request("OPTIONS", "/api/v1/jobs", &pre)).0,
+            "unkeyed"
+        );
+        let with_key = [pre[0], pre[1], ("x-api-key", READ)];
+        assert_eq!(
+            outcome(&fwd, &request("OPTIONS", "/api/v1/jobs", &with_key)).0,
+            "insufficient_permission",
+            "a preflight with a key is an OPTIONS like any other"
+        );
+    }
+
+    #[test]
+    fn limits_key_first_then_ip_for_failures_only() {
+        let snap = snapshot(
+            "rate_limit:\n  unauthenticated_per_ip: { per_minute: 1, burst: 1 }\n",
+            true,
+        );
+        let slow = request("GET", "/api/v1/jobs", &[("x-api-key", LIMITED)]);
+        assert_eq!(outcome(&snap, &slow).0, "keyed");
+        assert_eq!(outcome(&snap, &slow).0, "rate_limited");
+        let bad = request("GET", "/api/v1/jobs", &[]);
+        assert_eq!(outcome(&snap, &bad).0, "missing_api_key");
+        assert_eq!(
+            outcome(&snap, &bad).0,
+            "rate_limited",
+            "the IP's failure budget is spent"
+        );
+        let good = request("GET", "/api/v1/jobs", &[("x-api-key", WRITE)]);
+        assert_eq!(
+            outcome(&snap, &good).0,
+            "keyed",
+            "a valid key is never blocked by it"
+        );
+    }
+
+    #[test]
+    fn facts_carry_what_was_known_when_refused() {
+        let snap = snapshot("", true);
+        let (code, f) = outcome(
+            &snap,
+            &request("POST", "//api/v1/%63andidates", &[("x-api-key", READ)]),
+        );
+        assert_eq!(code, "insufficient_permission");
+        assert_eq!(f.path, "/api/v1/candidates");
+        assert_eq!(f.key.as_ref().map(|k| k.id.as_str()), Some("kread"));
+        assert_eq!(f.category.as_deref(), Some("candidates"));
+        let (_, f) = outcome(&snap, &request("GET", "/a/%2e%2e/b", &[]));
+        assert_eq!(f.path, "/a/%2e%2e/b", "a refused path is recorded raw");
+        assert!(f.key.is_none());
+    }
 }

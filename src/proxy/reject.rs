@@ -106,6 +106,12 @@ impl Reject {
         self.parts().decision
     }
 
+    /// The error code of the body (`invalid_api_key`…).
+    #[cfg(test)]
+    pub(crate) fn code(&self) -> &'static str {
+        self.parts().code
+    }
+
     fn parts(&self) -> Parts {
         use Decision as D;
         use StatusCode as S;
