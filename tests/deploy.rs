@@ -422,3 +422,51 @@ fn sidecar_component_fits_together() {
         http_port["containerPort"]
     );
 }
+
+/// The image: OCI labels, a version label that follows Cargo.toml, and base images
+/// pinned to exact tags (never `latest`, the Rust image to a patch release).
+#[test]
+fn dockerfile_labels_and_pinned_bases() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docker = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    let cargo = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let version = cargo
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap();
+    let arg = |name: &str| -> String {
+        docker
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("ARG {name}=")))
+            .unwrap_or_else(|| panic!("ARG {name}= in the Dockerfile"))
+            .to_string()
+    };
+    assert_eq!(
+        arg("VERSION"),
+        version,
+        "the image's version label follows Cargo.toml"
+    );
+    for label in [
+        "org.opencontainers.image.title",
+        "org.opencontainers.image.licenses=\"Apache-2.0\"",
+        "org.opencontainers.image.version=\"${VERSION}\"",
+        "org.opencontainers.image.revision=\"${REVISION}\"",
+        "org.opencontainers.image.created=\"${CREATED}\"",
+    ] {
+        assert!(docker.contains(label), "Dockerfile labels {label}");
+    }
+    let rust = arg("RUST_IMAGE");
+    let tag = rust.rsplit(':').next().unwrap();
+    let numbers: Vec<&str> = tag.split('-').next().unwrap().split('.').collect();
+    assert!(
+        numbers.len() == 3 && numbers.iter().all(|n| n.parse::<u32>().is_ok()),
+        "RUST_IMAGE is pinned to a patch release: {rust}"
+    );
+    for image in [rust, arg("RUNTIME_IMAGE")] {
+        assert!(
+            image.contains(':') && !image.ends_with(":latest"),
+            "{image} has a tag"
+        );
+    }
+}
