@@ -3,8 +3,8 @@
 //! * every relative link in README.md, CONTRIBUTING.md, CHANGELOG.md and docs/*.md
 //!   resolves to a file (and heading) inside the repository;
 //! * docs/configuration.md documents exactly the fields of the config's serde mirror
-//!   (fields marked "(new)" may be missing from the code), and every field of
-//!   config.example.yaml;
+//!   (fields marked "(new)" may be missing from the code) with the code's defaults, and
+//!   every field of config.example.yaml;
 //! * docs/metrics.md names exactly the `keygate_*` families that the real binary
 //!   exports, with their labels;
 //! * the Grafana dashboard parses and every metric its queries name is exported.
@@ -328,6 +328,68 @@ fn configuration_reference_matches_the_code() {
     assert!(
         missing.is_empty(),
         "fields of config.example.yaml missing from docs/configuration.md: {missing:?}"
+    );
+}
+
+/// The default each current field of docs/configuration.md documents, as YAML text:
+/// the first `value` of the default column (rows without one have no default).
+fn documented_defaults() -> Vec<(String, String)> {
+    let new = documented_fields();
+    let mut out = Vec::new();
+    for line in read("docs/configuration.md").lines() {
+        let cells: Vec<&str> = line.split(" | ").collect();
+        let Some(field) = cells
+            .first()
+            .and_then(|c| c.strip_prefix("| `"))
+            .and_then(|c| c.strip_suffix('`'))
+        else {
+            continue;
+        };
+        if new.get(field) != Some(&false) || cells.len() < 5 {
+            continue;
+        }
+        let default = cells[2];
+        if let Some(rest) = default.strip_prefix('`')
+            && let Some(end) = rest.find('`')
+        {
+            out.push((field.to_string(), rest[..end].to_string()));
+        }
+    }
+    out
+}
+
+/// A config that sets every documented default explicitly loads to exactly the
+/// config that relies on the code's defaults.
+#[test]
+fn documented_defaults_are_the_code_defaults() {
+    use keygate::config::Config;
+    let mut doc = serde_yaml::Mapping::new();
+    let defaults = documented_defaults();
+    assert!(defaults.len() > 30, "defaults were read: {defaults:?}");
+    for (field, value) in &defaults {
+        let value: serde_yaml::Value = serde_yaml::from_str(value)
+            .unwrap_or_else(|e| panic!("{field}: default {value:?} is not YAML: {e}"));
+        let parts: Vec<&str> = field.split('.').collect();
+        let mut map = &mut doc;
+        for part in &parts[..parts.len() - 1] {
+            map = map
+                .entry(serde_yaml::Value::from(*part))
+                .or_insert_with(|| serde_yaml::Mapping::new().into())
+                .as_mapping_mut()
+                .unwrap();
+        }
+        map.insert(serde_yaml::Value::from(parts[parts.len() - 1]), value);
+    }
+    doc.insert("upstream".into(), "http://127.0.0.1:3000".into());
+    let explicit_text = serde_yaml::to_string(&doc).unwrap();
+    let path = Path::new("/etc/keygate/config.yaml");
+    let explicit = Config::from_text(path, &explicit_text)
+        .unwrap_or_else(|e| panic!("the documented defaults do not load: {e}\n{explicit_text}"));
+    let implicit = Config::from_text(path, "upstream: http://127.0.0.1:3000\n").unwrap();
+    assert_eq!(
+        format!("{implicit:#?}"),
+        format!("{explicit:#?}"),
+        "docs/configuration.md's defaults differ from the code's:\n{explicit_text}"
     );
 }
 
