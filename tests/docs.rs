@@ -424,14 +424,21 @@ fn start_gateway() -> Gateway {
             .as_nanos()
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    // Nothing listens on the upstream's port: a request with a key gets 502.
+    // Nothing listens on the upstream's port (bound once, then closed): a request with
+    // a key gets 502.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     std::fs::write(
         dir.join("config.yaml"),
-        "listen: \"127.0.0.1:0\"\n\
-         upstream: \"http://127.0.0.1:9\"\n\
-         metrics: { listen: \"127.0.0.1:0\" }\n\
-         admin: { listen: \"127.0.0.1:0\" }\n\
-         routes:\n  categories:\n    things: [\"/things\", \"/things/**\"]\n",
+        format!(
+            "listen: \"127.0.0.1:0\"\n\
+             upstream: \"http://{closed}\"\n\
+             metrics: {{ listen: \"127.0.0.1:0\" }}\n\
+             admin: {{ listen: \"127.0.0.1:0\" }}\n\
+             routes:\n  categories:\n    things: [\"/things\", \"/things/**\"]\n"
+        ),
     )
     .unwrap();
     std::fs::write(
