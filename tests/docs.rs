@@ -6,7 +6,7 @@
 //!   (fields marked "(new)" may be missing from the code) with the code's defaults, and
 //!   every field of config.example.yaml;
 //! * docs/metrics.md names exactly the `keygate_*` families that the real binary
-//!   exports, with their labels;
+//!   exports, with their labels (families marked "(new)" may be missing);
 //! * the Grafana dashboard parses and every metric its queries name is exported.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -358,11 +358,20 @@ fn documented_defaults() -> Vec<(String, String)> {
     out
 }
 
-/// A config that sets every documented default explicitly loads to exactly the
-/// config that relies on the code's defaults.
+// The config's serde mirror, compiled into this test from the crate's own source (the
+// crate keeps it private): its defaults are the ones the docs must state. `file.rs`
+// finds `units` as `super::units`, here the test's root.
+#[allow(dead_code, unreachable_pub)]
+#[path = "../src/config/file.rs"]
+mod mirror;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../src/config/units.rs"]
+mod units;
+
+/// A config.yaml that sets every documented default explicitly reads exactly as one
+/// that relies on the code's defaults.
 #[test]
 fn documented_defaults_are_the_code_defaults() {
-    use keygate::config::Config;
     let mut doc = serde_yaml::Mapping::new();
     let defaults = documented_defaults();
     assert!(defaults.len() > 30, "defaults were read: {defaults:?}");
@@ -382,14 +391,31 @@ fn documented_defaults_are_the_code_defaults() {
     }
     doc.insert("upstream".into(), "http://127.0.0.1:3000".into());
     let explicit_text = serde_yaml::to_string(&doc).unwrap();
-    let path = Path::new("/etc/keygate/config.yaml");
-    let explicit = Config::from_text(path, &explicit_text)
-        .unwrap_or_else(|e| panic!("the documented defaults do not load: {e}\n{explicit_text}"));
-    let implicit = Config::from_text(path, "upstream: http://127.0.0.1:3000\n").unwrap();
+    let explicit: mirror::ConfigFile = serde_yaml::from_str(&explicit_text)
+        .unwrap_or_else(|e| panic!("the documented defaults do not parse: {e}\n{explicit_text}"));
+    let implicit: mirror::ConfigFile =
+        serde_yaml::from_str("upstream: http://127.0.0.1:3000\n").unwrap();
     assert_eq!(
         format!("{implicit:#?}"),
         format!("{explicit:#?}"),
         "docs/configuration.md's defaults differ from the code's:\n{explicit_text}"
+    );
+    // And they pass the full validation.
+    let dir = std::env::temp_dir().join(format!("keygate-docs-defaults-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.yaml"), &explicit_text).unwrap();
+    std::fs::write(dir.join("keys.yaml"), "keys: []\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .arg("-c")
+        .arg(dir.join("config.yaml"))
+        .arg("check")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "keygate check refuses the documented defaults: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
@@ -602,8 +628,8 @@ fn family_of<'a>(name: &'a str, families: &BTreeMap<String, Family>) -> Option<&
         .map(|_| base)
 }
 
-/// docs/metrics.md's table: family → documented label names.
-fn documented_families() -> BTreeMap<String, BTreeSet<String>> {
+/// docs/metrics.md's table: family → (documented label names, marked "(new)").
+fn documented_families() -> BTreeMap<String, (BTreeSet<String>, bool)> {
     let mut out = BTreeMap::new();
     for line in read("docs/metrics.md").lines() {
         let Some(rest) = line.strip_prefix("| `keygate_") else {
@@ -631,7 +657,7 @@ fn documented_families() -> BTreeMap<String, BTreeSet<String>> {
                 _ => {}
             }
         }
-        out.insert(name, labels);
+        out.insert(name, (labels, line.contains("**(new)**")));
     }
     out
 }
@@ -649,7 +675,7 @@ fn metrics_reference_and_dashboard_match_the_binary() {
     // docs/metrics.md: the table names every family, with its labels.
     let table = documented_families();
     for name in &exported {
-        let Some(labels) = table.get(*name) else {
+        let Some((labels, _)) = table.get(*name) else {
             panic!("{name} is exported but not in docs/metrics.md's table");
         };
         assert_eq!(
@@ -657,11 +683,14 @@ fn metrics_reference_and_dashboard_match_the_binary() {
             "labels of {name} in docs/metrics.md"
         );
     }
-    // Every name mentioned anywhere in docs/metrics.md is exported.
+    // Every name mentioned anywhere in docs/metrics.md is exported, except families
+    // marked "(new)" (being added; this build may not have them yet).
     for name in metric_names(&read("docs/metrics.md")) {
+        let new = table.get(&name).is_some_and(|(_, new)| *new);
         assert!(
-            family_of(&name, &families).is_some(),
-            "docs/metrics.md names {name}, which keygate does not export"
+            new || family_of(&name, &families).is_some(),
+            "docs/metrics.md names {name}, which keygate does not export (mark it **(new)** \
+             if it is being added)"
         );
     }
 
