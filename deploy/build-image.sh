@@ -42,6 +42,9 @@ cargo build --release --locked
 echo "== podman build (runtime stage around the host-built binary)"
 "${PODMAN[@]}" build "${LIMITS[@]}" \
   --build-arg BIN_STAGE=prebuilt --build-arg RUNTIME_IMAGE="$BASE" \
+  --build-arg VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)" \
+  --build-arg REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
+  --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
   --target runtime -t "$IMAGE" .
 
 echo "== podman run: non-root, read-only root filesystem"
@@ -72,6 +75,7 @@ for _ in $(seq 50); do
 done
 echo "user in the container: $("${PODMAN[@]}" exec "$cid" /usr/local/bin/keygate --version 2>/dev/null || true) as $("${PODMAN[@]}" inspect -f '{{.Config.User}}' "$cid")"
 echo "read-only root: $("${PODMAN[@]}" inspect -f '{{.HostConfig.ReadonlyRootfs}}' "$cid")"
+echo "labels: $("${PODMAN[@]}" image inspect -f '{{index .Labels "org.opencontainers.image.version"}} {{index .Labels "org.opencontainers.image.revision"}}' "$IMAGE")"
 if [[ $code != 200 ]]; then
   "${PODMAN[@]}" logs "$cid" || true
   echo "healthz answered $code" >&2
