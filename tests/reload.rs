@@ -11,6 +11,24 @@ use std::time::Duration;
 
 use support::*;
 
+/// How long a drained gateway may take to exit.
+const EXIT_WITHIN: Duration = Duration::from_secs(5);
+/// A "not yet" window: after one SIGTERM, a gateway with a long shutdown delay
+/// must still be running this long after the signal.
+const STILL_DRAINING: Duration = Duration::from_millis(300);
+/// Answers the load must have seen before and after the reloads (so it overlaps
+/// them).
+const LOAD_OVERLAP: u64 = 50;
+
+/// Waits until `ok` has grown by `by` (the side load is running).
+async fn load_moves(ok: &AtomicU64, by: u64) {
+    let want = ok.load(Ordering::Relaxed) + by;
+    wait_until("the side load to make progress", DEADLINE, || {
+        (ok.load(Ordering::Relaxed) >= want).then_some(())
+    })
+    .await;
+}
+
 fn config(upstream: std::net::SocketAddr, with_reports: bool) -> String {
     let reports = if with_reports {
         "    reports: [\"/api/v1/reports/**\"]\n"
@@ -63,7 +81,7 @@ async fn sighup_applies_a_new_route_without_dropping_requests() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    load_moves(&ok, LOAD_OVERLAP).await;
 
     dir.write("config.yaml", &config(upstream.addr, true));
     gw.signal("HUP");
@@ -118,7 +136,7 @@ async fn sighup_applies_a_new_route_without_dropping_requests() {
         "candidates still served from the old snapshot"
     );
 
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    load_moves(&ok, LOAD_OVERLAP).await;
     stop.store(true, Ordering::Relaxed);
     for h in hammers {
         h.join().unwrap();
@@ -151,14 +169,7 @@ async fn sigterm_exits_zero() {
     );
     let mut gw = Spawned::start(&cfg);
     gw.signal("TERM");
-    let mut status = None;
-    for _ in 0..100 {
-        if let Some(s) = gw.child.try_wait().unwrap() {
-            status = Some(s);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let status = gw.wait_exit(EXIT_WITHIN).await;
     assert_eq!(status.map(|s| s.code()), Some(Some(0)), "{}", gw.log());
 }
 
@@ -202,14 +213,7 @@ async fn sigterm_drains_an_in_flight_request_then_exits_zero() {
     assert!(t.elapsed() < Duration::from_millis(400));
     let r = slow.join().unwrap();
     assert_eq!(r.status, 200, "the in-flight request completed: {}", r.raw);
-    let mut status = None;
-    for _ in 0..100 {
-        if let Some(s) = gw.child.try_wait().unwrap() {
-            status = Some(s);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let status = gw.wait_exit(EXIT_WITHIN).await;
     assert_eq!(status.map(|s| s.code()), Some(Some(0)), "{}", gw.log());
 }
 
@@ -233,23 +237,19 @@ async fn a_second_sigterm_exits_at_once() {
             format!("GET /api/v1/jobs/slow/15000 HTTP/1.1\r\nHost: a\r\nX-API-Key: {SECRET_ALL}\r\nConnection: close\r\n\r\n").as_bytes(),
         )
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The slow request has reached the upstream (which then takes 15 s).
+    wait_until("the slow request upstream", DEADLINE, || {
+        (upstream.count() == 1).then_some(())
+    })
+    .await;
     gw.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        gw.child.try_wait().unwrap().is_none(),
+        gw.wait_exit(STILL_DRAINING).await.is_none(),
         "still draining after one signal"
     );
     let t = std::time::Instant::now();
     gw.signal("TERM");
-    let mut exited = false;
-    for _ in 0..40 {
-        if gw.child.try_wait().unwrap().is_some() {
-            exited = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(exited, "exits at once on the second signal");
+    let exited = gw.wait_exit(Duration::from_secs(1)).await;
+    assert!(exited.is_some(), "exits at once on the second signal");
     assert!(t.elapsed() < Duration::from_secs(1));
 }
