@@ -29,18 +29,16 @@ async fn load_moves(ok: &AtomicU64, by: u64) {
     .await;
 }
 
-fn config(upstream: std::net::SocketAddr, with_reports: bool) -> String {
-    let reports = if with_reports {
-        "    reports: [\"/api/v1/reports/**\"]\n"
-    } else {
-        ""
-    };
-    config_yaml(
-        upstream,
-        &format!(
-            "rate_limit:\n  per_key: {{ per_second: 1000000, burst: 1000000 }}\n{ROUTES}{reports}"
-        ),
-    )
+fn config(upstream: std::net::SocketAddr, routes: Routes) -> String {
+    TestConfig::new(upstream)
+        .unlimited_keys()
+        .routes(routes)
+        .yaml()
+}
+
+/// The standard routes plus a `reports` category.
+fn with_reports() -> Routes {
+    Routes::standard().category("reports", &["/api/v1/reports/**"])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,7 +47,7 @@ async fn sighup_applies_a_new_route_without_dropping_requests() {
     let dir = TempDir::new();
     let kg = keygate::mint().unwrap().expose().to_string();
     dir.write("keys.yaml", &keys_yaml(&kg));
-    let cfg = dir.write("config.yaml", &config(upstream.addr, false));
+    let cfg = dir.write("config.yaml", &config(upstream.addr, Routes::standard()));
     let gw = Spawned::start(&cfg);
     let addr = gw.public;
     let reports = move || {
@@ -83,7 +81,7 @@ async fn sighup_applies_a_new_route_without_dropping_requests() {
     }
     load_moves(&ok, LOAD_OVERLAP).await;
 
-    dir.write("config.yaml", &config(upstream.addr, true));
+    dir.write("config.yaml", &config(upstream.addr, with_reports()));
     gw.signal("HUP");
     let applied = eventually(Duration::from_secs(2), || reports().status == 200).await;
     assert!(applied, "the new route applies after SIGHUP");
@@ -106,13 +104,9 @@ async fn sighup_applies_a_new_route_without_dropping_requests() {
     assert_eq!(reports().status, 200, "the old snapshot stays in force");
 
     // A config that would make the current keys invalid is refused as a whole.
-    dir.write(
-        "config.yaml",
-        &config(upstream.addr, true).replace(
-            "    candidates: [\"/api/v1/candidates\", \"/api/v1/candidates/**\"]\n",
-            "",
-        ),
-    );
+    let mut without_candidates = with_reports();
+    without_candidates.categories.remove("candidates").unwrap();
+    dir.write("config.yaml", &config(upstream.addr, without_candidates));
     gw.signal("HUP");
     assert!(
         eventually(Duration::from_secs(2), || gw
@@ -159,14 +153,11 @@ async fn sighup_applies_a_new_route_without_dropping_requests() {
 async fn sigterm_exits_zero() {
     let upstream = Upstream::start().await;
     let dir = TempDir::new();
-    dir.write("keys.yaml", &keys_yaml("kg_x"));
-    let cfg = dir.write(
-        "config.yaml",
-        &config_yaml(
-            upstream.addr,
-            &format!("{ROUTES}timeouts:\n  shutdown_delay: 0s\n  shutdown: 2s\n"),
-        ),
-    );
+    TestKeys::standard("kg_x").write(&dir);
+    let cfg = TestConfig::new(upstream.addr)
+        .timeout("shutdown_delay", "0s")
+        .timeout("shutdown", "2s")
+        .write(&dir);
     let mut gw = Spawned::start(&cfg);
     gw.signal("TERM");
     let status = gw.wait_exit(EXIT_WITHIN).await;
@@ -185,14 +176,11 @@ fn readyz(metrics: std::net::SocketAddr) -> u16 {
 async fn sigterm_drains_an_in_flight_request_then_exits_zero() {
     let upstream = Upstream::start().await;
     let dir = TempDir::new();
-    dir.write("keys.yaml", &keys_yaml("kg_x"));
-    let cfg = dir.write(
-        "config.yaml",
-        &config_yaml(
-            upstream.addr,
-            &format!("{ROUTES}timeouts:\n  shutdown_delay: 500ms\n  shutdown: 10s\n"),
-        ),
-    );
+    TestKeys::standard("kg_x").write(&dir);
+    let cfg = TestConfig::new(upstream.addr)
+        .timeout("shutdown_delay", "500ms")
+        .timeout("shutdown", "10s")
+        .write(&dir);
     let mut gw = Spawned::start(&cfg);
     let (addr, metrics) = (gw.public, gw.metrics);
     assert_eq!(readyz(metrics), 200);
@@ -221,14 +209,11 @@ async fn sigterm_drains_an_in_flight_request_then_exits_zero() {
 async fn a_second_sigterm_exits_at_once() {
     let upstream = Upstream::start().await;
     let dir = TempDir::new();
-    dir.write("keys.yaml", &keys_yaml("kg_x"));
-    let cfg = dir.write(
-        "config.yaml",
-        &config_yaml(
-            upstream.addr,
-            &format!("{ROUTES}timeouts:\n  shutdown_delay: 10s\n  shutdown: 20s\n"),
-        ),
-    );
+    TestKeys::standard("kg_x").write(&dir);
+    let cfg = TestConfig::new(upstream.addr)
+        .timeout("shutdown_delay", "10s")
+        .timeout("shutdown", "20s")
+        .write(&dir);
     let mut gw = Spawned::start(&cfg);
     let addr = gw.public;
     let _slow = std::thread::spawn(move || {

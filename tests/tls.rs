@@ -80,13 +80,9 @@ fn get(path: &str) -> http::Request<Full<Bytes>> {
 }
 
 async fn start_tls_gateway(dir: &TempDir, upstream: SocketAddr) -> Gateway {
-    let cfg = dir.write(
-        "config.yaml",
-        &config_yaml(
-            upstream,
-            &format!("{ROUTES}tls:\n  cert_file: tls.crt\n  key_file: tls.key\n"),
-        ),
-    );
+    let cfg = TestConfig::new(upstream)
+        .tls("tls.crt", "tls.key")
+        .write(dir);
     Gateway::start(&cfg, GatewayOptions::default())
         .await
         .unwrap()
