@@ -1,7 +1,7 @@
 //! The control plane: SIGHUP, `POST /admin/v1/reload` and `Gateway::reload` run the
-//! same reload (the access log is reopened, restart-required fields are reported);
-//! reveal of an unknown key is 404; the admin and metrics listeners have a
-//! connection bound and are drained on SIGTERM.
+//! same reload (the access log is reopened, restart-required fields are reported
+//! and keep their running values); reveal of an unknown key is 404; the admin and
+//! metrics listeners have a connection bound and are drained on SIGTERM.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -188,9 +188,8 @@ async fn reveal_and_get_of_an_unknown_key_are_404() {
 /// Opens `bound` keep-alive connections that each got an answer to `target` (so
 /// each holds a slot), then shows that one more is accepted by the kernel but not
 /// served until one of them closes.
-async fn bound_holds(addr: SocketAddr, bound: usize, target: &str) {
-    let auth = format!("Bearer {ADMIN_TOKEN}");
-    let headers = [("Authorization", auth.as_str())];
+async fn bound_holds(addr: SocketAddr, bound: usize, target: &str, authorization: &str) {
+    let headers = [("Authorization", authorization)];
     let mut held = Vec::with_capacity(bound);
     for i in 0..bound {
         let mut c = Client::keep_alive(addr).await.host("127.0.0.1");
@@ -201,7 +200,7 @@ async fn bound_holds(addr: SocketAddr, bound: usize, target: &str) {
     let mut extra = TcpStream::connect(addr).await.unwrap();
     extra
         .write_all(
-            format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n")
+            format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {authorization}\r\nConnection: close\r\n\r\n")
                 .as_bytes(),
         )
         .await
@@ -227,13 +226,28 @@ async fn bound_holds(addr: SocketAddr, bound: usize, target: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_admin_listener_has_a_connection_bound() {
     let h = Harness::builder().admin_token(ADMIN_TOKEN).start().await;
-    bound_holds(h.gateway.admin_addr, ADMIN_BOUND, "/admin/v1/api").await;
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    bound_holds(h.gateway.admin_addr, ADMIN_BOUND, "/admin/v1/api", &auth).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_metrics_listener_has_a_connection_bound() {
     let h = Harness::start().await;
-    bound_holds(h.gateway.metrics_addr, METRICS_BOUND, "/healthz").await;
+    bound_holds(h.gateway.metrics_addr, METRICS_BOUND, "/healthz", "none").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reloaded_max_connections_keeps_the_running_bound_until_restart() {
+    let h = Harness::builder()
+        .config(|c| c.limit("max_connections", 2))
+        .start()
+        .await;
+    TestConfig::new(h.upstream.addr)
+        .limit("max_connections", 100)
+        .write(&h.dir);
+    h.gateway.reload().unwrap();
+    let key = format!("Bearer {SECRET_ALL}");
+    bound_holds(h.addr(), 2, "/api/v1/jobs", &key).await;
 }
 
 async fn refused(addr: SocketAddr) -> bool {
