@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 use support::*;
 
 const TIMEOUTS: &str = "timeouts:\n  client_header_read: 500ms\n  idle: 1s\n";
+/// A gap between requests shorter than `idle` (1 s above): the time itself is what
+/// is tested, so it is a fixed wait, not a wait for an event.
+const UNDER_IDLE: Duration = Duration::from_millis(600);
 
 /// Sends `bytes`, then waits for the server to close; returns how long that took
 /// (None if it did not close within `limit`).
@@ -82,7 +85,7 @@ async fn idle_http1_connection_closes_after_idle_and_not_before() {
             let n = s.read(&mut buf).unwrap();
             statuses.push(String::from_utf8_lossy(&buf[..12]).to_string());
             assert!(n > 0);
-            std::thread::sleep(Duration::from_millis(600));
+            std::thread::sleep(UNDER_IDLE);
         }
         let t = Instant::now();
         let n = s.read(&mut buf).unwrap_or(0);
@@ -118,7 +121,8 @@ async fn idle_http2_connection_closes_after_idle() {
         .body(http_body_util::Full::new(bytes::Bytes::new()))
         .unwrap();
     assert_eq!(send.send_request(req).await.unwrap().status(), 200);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // A "not yet" window: still open after less than `idle`.
+    tokio::time::sleep(UNDER_IDLE).await;
     assert!(!conn.is_finished(), "open before idle passed");
     let r = tokio::time::timeout(Duration::from_secs(3), conn).await;
     assert!(r.is_ok(), "the server closed the idle HTTP/2 connection");

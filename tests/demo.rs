@@ -11,6 +11,12 @@ use std::time::Duration;
 
 use support::*;
 
+/// The demo's Reporting key refills one token a second; its burst of three is back
+/// after this long. A fixed wait: polling with requests would spend the tokens.
+const BURST_REFILL: Duration = Duration::from_millis(3500);
+/// How long Ctrl-C may take to stop the demo.
+const EXIT_WITHIN: Duration = Duration::from_secs(5);
+
 /// Splits a shell command line into words, honouring single quotes (what the demo
 /// prints uses nothing else).
 fn words(line: &str) -> Vec<String> {
@@ -167,11 +173,12 @@ fn interrupt_and_wait(mut child: std::process::Child) -> Option<i32> {
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
-    for _ in 0..100 {
+    let deadline = std::time::Instant::now() + EXIT_WITHIN;
+    while std::time::Instant::now() < deadline {
         if let Some(s) = child.try_wait().unwrap() {
             return s.code();
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(POLL);
     }
     let _ = child.kill();
     None
@@ -189,7 +196,7 @@ fn demo_commands_get_the_statuses_they_print() {
     // With curl on the machine, run them literally too (the rate limit refills
     // a token per second; wait for the burst to come back first).
     if curl_available() {
-        std::thread::sleep(Duration::from_millis(3500));
+        std::thread::sleep(BURST_REFILL);
         for (want, line) in &commands {
             assert_eq!(run_with_curl(line), *want, "{line}");
         }

@@ -7,33 +7,21 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keygate::{Gateway, GatewayOptions};
+use support::stdout_ok as ok;
 use support::*;
 
-fn cli(cfg: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_keygate"))
-        .arg("-c")
-        .arg(cfg)
-        .args(args)
-        .env_remove("KEYGATE_SEAL_KEY")
-        .env_remove("KEYGATE_SEAL_KEY_FILE")
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+/// A "not yet" window: a deleted keys file stays absent this long (over two
+/// periods of the watcher's 300 ms stat), so the watcher sees the delete before the
+/// re-create; there is no event to wait for from outside.
+const ABSENT_FOR: Duration = Duration::from_millis(700);
+/// last-used times are shown to the second: a restart this much later must show a
+/// later time.
+const NEXT_SECOND: Duration = Duration::from_millis(1100);
 
 fn status(addr: std::net::SocketAddr, path: &str, key: &str) -> (u16, Option<String>) {
     let r = Reply::parse(&raw_exchange(
@@ -60,7 +48,7 @@ async fn within_2s(addr: std::net::SocketAddr, path: &str, key: &str, want: u16)
             t.elapsed() < Duration::from_secs(2),
             "{path}: still {s}, want {want}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(POLL).await;
     }
 }
 
@@ -324,7 +312,7 @@ fn apply(dir: &Path, how: &Change, text: &str) {
         }
         Change::DeleteRecreate => {
             std::fs::remove_file(&path).unwrap();
-            std::thread::sleep(Duration::from_millis(700));
+            std::thread::sleep(ABSENT_FOR);
             std::fs::write(&path, text).unwrap();
         }
     }
@@ -532,7 +520,7 @@ async fn last_used_moves_and_survives_a_restart() {
     assert!(show("kreporting")["last_used"].is_null(), "never used");
     assert!(ok(&cli(&cfg, &["keys", "list"])).contains("just now"));
     // Restart on the same state_dir: the time is still there, and moves on use.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(NEXT_SECOND).await;
     let gw = Gateway::start(&cfg, GatewayOptions::default())
         .await
         .unwrap();

@@ -167,16 +167,15 @@ async fn one_valid_record_per_request_without_secrets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn client_closed_is_recorded() {
     let h = Harness::start().await;
-    let addr = h.addr();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.write_all(format!("GET /api/v1/candidates/slow/1500 HTTP/1.1\r\nHost: a\r\nX-API-Key: {SECRET_READ}\r\n\r\n").as_bytes()).unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        drop(s);
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(h.addr()).await.unwrap();
+    s.write_all(format!("GET /api/v1/candidates/slow/1500 HTTP/1.1\r\nHost: a\r\nX-API-Key: {SECRET_READ}\r\n\r\n").as_bytes()).await.unwrap();
+    // The client goes away once the request is upstream (which takes 1.5 s).
+    wait_until("the request upstream", DEADLINE, || {
+        (h.upstream.count() == 1).then_some(())
     })
-    .await
-    .unwrap();
+    .await;
+    drop(s);
     let recs = h.records.wait_for(1).await;
     assert_eq!(recs[0].decision, keygate::record::Decision::ClientClosed);
     assert_eq!(recs[0].key_id().unwrap(), "kzapier");
@@ -184,10 +183,12 @@ async fn client_closed_is_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_disk_drops_records_but_not_requests() {
-    let h = Harness::start_with(&format!(
-        "rate_limit:\n  per_key: {{ per_second: 1000000, burst: 1000000 }}\n{ROUTES}access_log:\n  path: /dev/full\n"
-    ))
-    .await;
+    let h = Harness::builder()
+        .config(|c| c.unlimited_keys().access_log("/dev/full"))
+        .start()
+        .await;
+    let dropped = "keygate_access_log_dropped_total";
+    let before = h.metrics().value(dropped).await;
     let t = Instant::now();
     for _ in 0..200 {
         assert_eq!(
@@ -198,8 +199,7 @@ async fn a_full_disk_drops_records_but_not_requests() {
     }
     let took = t.elapsed();
     h.gateway.flush_access_log(Duration::from_secs(5));
-    let dropped = metric(h.gateway.metrics_addr, "keygate_access_log_dropped_total");
-    assert!(dropped >= 200.0, "dropped {dropped}");
+    h.metrics().wait_at_least(dropped, before + 200.0).await;
     assert!(took < Duration::from_secs(10), "{took:?}");
 }
 
@@ -386,15 +386,33 @@ async fn logs_follow_shows_new_records_within_a_second() {
             let _ = tx.send((line.unwrap(), Instant::now()));
         }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The follower says nothing when it has started: send warm-up records until it
+    // shows one (polling), then measure the next.
+    let deadline = Instant::now() + DEADLINE;
+    for n in 0.. {
+        let id = format!("warm-up-{n}");
+        h.get(
+            "/api/v1/candidates",
+            &[("X-API-Key", SECRET_READ), ("X-Request-Id", &id)],
+        );
+        if rx.recv_timeout(Duration::from_millis(100)).is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "logs --follow showed nothing");
+    }
     let sent = Instant::now();
     h.get(
         "/api/v1/candidates",
         &[("X-API-Key", SECRET_READ), ("X-Request-Id", "followed")],
     );
-    let (line, at) = rx
-        .recv_timeout(Duration::from_secs(3))
-        .expect("a record was shown");
+    let (line, at) = loop {
+        let (line, at) = rx
+            .recv_timeout(Duration::from_secs(3))
+            .expect("a record was shown");
+        if !line.contains("\"warm-up-") {
+            break (line, at);
+        }
+    };
     let _ = child.kill();
     assert!(line.contains("\"followed\""), "{line}");
     assert!(
@@ -463,23 +481,20 @@ async fn metrics_move_and_deleted_keys_leave() {
     );
     assert!(!text.contains(SECRET_READ) && !text.contains(&sha256_hex(SECRET_READ)));
     // Delete Zapier: its series go away.
-    let keys = keys_yaml(&h.kg_key);
-    let (a, b) = (
-        keys.find("  - id: kzapier").unwrap(),
-        keys.find("  - id: kreporting").unwrap(),
-    );
-    h.dir
-        .write("keys.yaml", &format!("{}{}", &keys[..a], &keys[b..]));
-    h.gateway.reload().unwrap();
+    TestKeys::standard(&h.kg_key)
+        .without("kzapier")
+        .write(&h.dir);
+    // The reload is counted once (the counter is already 1 from the start).
+    h.metrics()
+        .expect_increase(
+            "keygate_reloads_total{result=\"success\",what=\"config\"}",
+            1.0,
+            async { h.gateway.reload().unwrap() },
+        )
+        .await;
     let text = metrics_text(m);
     assert!(!text.contains("kzapier"), "deleted key's series removed");
     assert_eq!(metric(m, "keygate_keys_loaded"), 5.0);
-    assert!(
-        metric(
-            m,
-            "keygate_reloads_total{result=\"success\",what=\"config\"}"
-        ) >= 1.0
-    );
 }
 
 /// `keygate logs --limit 50` on a 1 GB log. Run explicitly:

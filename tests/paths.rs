@@ -108,18 +108,23 @@ async fn send(
         .await
         .unwrap();
     let reply = Reply::parse(&raw);
-    // The hook fires when the response is done; give it a moment.
-    let mut rec = None;
-    for _ in 0..50 {
-        rec = h
-            .records
+    // The hook fires when the response is done: poll for the record with a
+    // deadline. A refusal by the HTTP library (400 without keygate's JSON body)
+    // never gets one, so there is nothing to wait for.
+    let find = || {
+        h.records
             .records()
             .into_iter()
-            .find(|r| r.request_id.to_str().unwrap_or("") == id);
-        if rec.is_some() || reply.status == 0 || reply.code().is_none() && reply.status == 400 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            .find(|r| r.request_id.to_str().unwrap_or("") == id)
+    };
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let mut rec = find();
+    while rec.is_none()
+        && !(reply.status == 0 || reply.code().is_none() && reply.status == 400)
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(POLL).await;
+        rec = find();
     }
     (reply, rec)
 }

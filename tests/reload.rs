@@ -11,18 +11,34 @@ use std::time::Duration;
 
 use support::*;
 
-fn config(upstream: std::net::SocketAddr, with_reports: bool) -> String {
-    let reports = if with_reports {
-        "    reports: [\"/api/v1/reports/**\"]\n"
-    } else {
-        ""
-    };
-    config_yaml(
-        upstream,
-        &format!(
-            "rate_limit:\n  per_key: {{ per_second: 1000000, burst: 1000000 }}\n{ROUTES}{reports}"
-        ),
-    )
+/// How long a drained gateway may take to exit.
+const EXIT_WITHIN: Duration = Duration::from_secs(5);
+/// A "not yet" window: after one SIGTERM, a gateway with a long shutdown delay
+/// must still be running this long after the signal.
+const STILL_DRAINING: Duration = Duration::from_millis(300);
+/// Answers the load must have seen before and after the reloads (so it overlaps
+/// them).
+const LOAD_OVERLAP: u64 = 50;
+
+/// Waits until `ok` has grown by `by` (the side load is running).
+async fn load_moves(ok: &AtomicU64, by: u64) {
+    let want = ok.load(Ordering::Relaxed) + by;
+    wait_until("the side load to make progress", DEADLINE, || {
+        (ok.load(Ordering::Relaxed) >= want).then_some(())
+    })
+    .await;
+}
+
+fn config(upstream: std::net::SocketAddr, routes: Routes) -> String {
+    TestConfig::new(upstream)
+        .unlimited_keys()
+        .routes(routes)
+        .yaml()
+}
+
+/// The standard routes plus a `reports` category.
+fn with_reports() -> Routes {
+    Routes::standard().category("reports", &["/api/v1/reports/**"])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,7 +47,7 @@ async fn sighup_applies_a_new_route_without_dropping_requests() {
     let dir = TempDir::new();
     let kg = keygate::mint().unwrap().expose().to_string();
     dir.write("keys.yaml", &keys_yaml(&kg));
-    let cfg = dir.write("config.yaml", &config(upstream.addr, false));
+    let cfg = dir.write("config.yaml", &config(upstream.addr, Routes::standard()));
     let gw = Spawned::start(&cfg);
     let addr = gw.public;
     let reports = move || {
@@ -63,9 +79,9 @@ async fn sighup_applies_a_new_route_without_dropping_requests() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    load_moves(&ok, LOAD_OVERLAP).await;
 
-    dir.write("config.yaml", &config(upstream.addr, true));
+    dir.write("config.yaml", &config(upstream.addr, with_reports()));
     gw.signal("HUP");
     let applied = eventually(Duration::from_secs(2), || reports().status == 200).await;
     assert!(applied, "the new route applies after SIGHUP");
@@ -88,13 +104,9 @@ async fn sighup_applies_a_new_route_without_dropping_requests() {
     assert_eq!(reports().status, 200, "the old snapshot stays in force");
 
     // A config that would make the current keys invalid is refused as a whole.
-    dir.write(
-        "config.yaml",
-        &config(upstream.addr, true).replace(
-            "    candidates: [\"/api/v1/candidates\", \"/api/v1/candidates/**\"]\n",
-            "",
-        ),
-    );
+    let mut without_candidates = with_reports();
+    without_candidates.categories.remove("candidates").unwrap();
+    dir.write("config.yaml", &config(upstream.addr, without_candidates));
     gw.signal("HUP");
     assert!(
         eventually(Duration::from_secs(2), || gw
@@ -118,7 +130,7 @@ async fn sighup_applies_a_new_route_without_dropping_requests() {
         "candidates still served from the old snapshot"
     );
 
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    load_moves(&ok, LOAD_OVERLAP).await;
     stop.store(true, Ordering::Relaxed);
     for h in hammers {
         h.join().unwrap();
@@ -141,24 +153,14 @@ async fn sighup_applies_a_new_route_without_dropping_requests() {
 async fn sigterm_exits_zero() {
     let upstream = Upstream::start().await;
     let dir = TempDir::new();
-    dir.write("keys.yaml", &keys_yaml("kg_x"));
-    let cfg = dir.write(
-        "config.yaml",
-        &config_yaml(
-            upstream.addr,
-            &format!("{ROUTES}timeouts:\n  shutdown_delay: 0s\n  shutdown: 2s\n"),
-        ),
-    );
+    TestKeys::standard("kg_x").write(&dir);
+    let cfg = TestConfig::new(upstream.addr)
+        .timeout("shutdown_delay", "0s")
+        .timeout("shutdown", "2s")
+        .write(&dir);
     let mut gw = Spawned::start(&cfg);
     gw.signal("TERM");
-    let mut status = None;
-    for _ in 0..100 {
-        if let Some(s) = gw.child.try_wait().unwrap() {
-            status = Some(s);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let status = gw.wait_exit(EXIT_WITHIN).await;
     assert_eq!(status.map(|s| s.code()), Some(Some(0)), "{}", gw.log());
 }
 
@@ -174,14 +176,11 @@ fn readyz(metrics: std::net::SocketAddr) -> u16 {
 async fn sigterm_drains_an_in_flight_request_then_exits_zero() {
     let upstream = Upstream::start().await;
     let dir = TempDir::new();
-    dir.write("keys.yaml", &keys_yaml("kg_x"));
-    let cfg = dir.write(
-        "config.yaml",
-        &config_yaml(
-            upstream.addr,
-            &format!("{ROUTES}timeouts:\n  shutdown_delay: 500ms\n  shutdown: 10s\n"),
-        ),
-    );
+    TestKeys::standard("kg_x").write(&dir);
+    let cfg = TestConfig::new(upstream.addr)
+        .timeout("shutdown_delay", "500ms")
+        .timeout("shutdown", "10s")
+        .write(&dir);
     let mut gw = Spawned::start(&cfg);
     let (addr, metrics) = (gw.public, gw.metrics);
     assert_eq!(readyz(metrics), 200);
@@ -202,14 +201,7 @@ async fn sigterm_drains_an_in_flight_request_then_exits_zero() {
     assert!(t.elapsed() < Duration::from_millis(400));
     let r = slow.join().unwrap();
     assert_eq!(r.status, 200, "the in-flight request completed: {}", r.raw);
-    let mut status = None;
-    for _ in 0..100 {
-        if let Some(s) = gw.child.try_wait().unwrap() {
-            status = Some(s);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let status = gw.wait_exit(EXIT_WITHIN).await;
     assert_eq!(status.map(|s| s.code()), Some(Some(0)), "{}", gw.log());
 }
 
@@ -217,14 +209,11 @@ async fn sigterm_drains_an_in_flight_request_then_exits_zero() {
 async fn a_second_sigterm_exits_at_once() {
     let upstream = Upstream::start().await;
     let dir = TempDir::new();
-    dir.write("keys.yaml", &keys_yaml("kg_x"));
-    let cfg = dir.write(
-        "config.yaml",
-        &config_yaml(
-            upstream.addr,
-            &format!("{ROUTES}timeouts:\n  shutdown_delay: 10s\n  shutdown: 20s\n"),
-        ),
-    );
+    TestKeys::standard("kg_x").write(&dir);
+    let cfg = TestConfig::new(upstream.addr)
+        .timeout("shutdown_delay", "10s")
+        .timeout("shutdown", "20s")
+        .write(&dir);
     let mut gw = Spawned::start(&cfg);
     let addr = gw.public;
     let _slow = std::thread::spawn(move || {
@@ -233,23 +222,19 @@ async fn a_second_sigterm_exits_at_once() {
             format!("GET /api/v1/jobs/slow/15000 HTTP/1.1\r\nHost: a\r\nX-API-Key: {SECRET_ALL}\r\nConnection: close\r\n\r\n").as_bytes(),
         )
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The slow request has reached the upstream (which then takes 15 s).
+    wait_until("the slow request upstream", DEADLINE, || {
+        (upstream.count() == 1).then_some(())
+    })
+    .await;
     gw.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        gw.child.try_wait().unwrap().is_none(),
+        gw.wait_exit(STILL_DRAINING).await.is_none(),
         "still draining after one signal"
     );
     let t = std::time::Instant::now();
     gw.signal("TERM");
-    let mut exited = false;
-    for _ in 0..40 {
-        if gw.child.try_wait().unwrap().is_some() {
-            exited = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(exited, "exits at once on the second signal");
+    let exited = gw.wait_exit(Duration::from_secs(1)).await;
+    assert!(exited.is_some(), "exits at once on the second signal");
     assert!(t.elapsed() < Duration::from_secs(1));
 }

@@ -51,6 +51,7 @@ async fn allowed_requests_pass_upstream_statuses_through() {
     assert_eq!(r.status, 200, "{}", r.raw);
     // The record names the key and category.
     let recs = h.records.wait_for(6).await;
+    assert_eq!(recs.len(), 6, "one record per request");
     let last = recs.last().unwrap();
     assert_eq!(last.decision, Decision::Allowed);
     assert_eq!(last.key_id().unwrap(), "kminted");
@@ -161,7 +162,9 @@ async fn authentication_refusals() {
         "missing_api_key",
     );
     // Every one was recorded as a failed authentication.
-    for rec in h.records.wait_for(9).await {
+    let recs = h.records.wait_for(9).await;
+    assert_eq!(recs.len(), 9, "one record per request");
+    for rec in recs {
         assert_eq!(rec.status, 401);
         assert_eq!(rec.decision, Decision::Unauthenticated);
     }
@@ -171,10 +174,9 @@ async fn authentication_refusals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn api_switch_off_refuses_everything_but_public_paths() {
     let h = Harness::start().await;
-    h.dir.write(
-        "keys.yaml",
-        &keys_yaml(&h.kg_key).replace("api_enabled: true", "api_enabled: false"),
-    );
+    TestKeys::standard(&h.kg_key)
+        .api_enabled(false)
+        .write(&h.dir);
     h.gateway.reload().unwrap();
     let r = h.get("/api/v1/candidates", &[("X-API-Key", SECRET_READ)]);
     assert_error(&r, 401, "api_disabled");

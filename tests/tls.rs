@@ -7,7 +7,6 @@ mod support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -81,13 +80,9 @@ fn get(path: &str) -> http::Request<Full<Bytes>> {
 }
 
 async fn start_tls_gateway(dir: &TempDir, upstream: SocketAddr) -> Gateway {
-    let cfg = dir.write(
-        "config.yaml",
-        &config_yaml(
-            upstream,
-            &format!("{ROUTES}tls:\n  cert_file: tls.crt\n  key_file: tls.key\n"),
-        ),
-    );
+    let cfg = TestConfig::new(upstream)
+        .tls("tls.crt", "tls.key")
+        .write(dir);
     Gateway::start(&cfg, GatewayOptions::default())
         .await
         .unwrap()
@@ -147,22 +142,29 @@ async fn replaced_certificate_files_are_used_for_new_handshakes() {
     dir.write("tls.key.new", &key2);
     std::fs::rename(dir.path().join("tls.key.new"), dir.path().join("tls.key")).unwrap();
     std::fs::rename(dir.path().join("tls.crt.new"), dir.path().join("tls.crt")).unwrap();
-    let mut served = Vec::new();
-    for _ in 0..40 {
-        served = connect(gw.public_addr, cfg.clone()).await.2;
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let served = connect(gw.public_addr, cfg.clone()).await.2;
         if served == der2 {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "new handshakes use the new certificate within {DEADLINE:?}"
+        );
+        tokio::time::sleep(POLL).await;
     }
-    assert_eq!(served, der2, "new handshakes use the new certificate");
 
-    // A broken pair keeps the last good one.
+    // A broken pair keeps the last good one: wait for the watcher to count the
+    // failed reload, then handshake.
+    let failures = "keygate_reloads_total{result=\"failure\",what=\"tls\"}";
+    let m = Metrics(gw.metrics_addr);
+    let before = m.value(failures).await;
     dir.write(
         "tls.key",
         "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n",
     );
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    m.wait_at_least(failures, before + 1.0).await;
     assert_eq!(connect(gw.public_addr, cfg.clone()).await.2, der2);
 }
 

@@ -1,12 +1,24 @@
-//! Test fixtures: a real upstream, the real gateway (in-process or as the spawned
-//! binary), temporary config/keys files, and raw HTTP/1 clients.
+//! Test fixtures: a real upstream, the real gateway (in-process via [`Harness`] or
+//! as the spawned binary via [`Spawned`]), temporary config/keys files and their
+//! builders ([`TestConfig`], [`TestKeys`]), clients ([`Client`]: raw, keep-alive,
+//! h2; [`AdminClient`]), the CLI runner ([`cli`]) and waits with a deadline
+//! ([`wait_until`], [`Metrics`]).
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+mod client;
+mod config;
+mod probe;
+
+pub use client::*;
+pub use config::*;
+pub use probe::*;
 
 use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -377,6 +389,11 @@ impl Harness {
         Self::start_at(upstream, extra).await
     }
 
+    /// A gateway on a typed config and options (see [`HarnessBuilder`]).
+    pub fn builder() -> HarnessBuilder {
+        HarnessBuilder::default()
+    }
+
     pub async fn start_at(upstream: Upstream, extra: &str) -> Self {
         let dir = TempDir::new();
         let kg_key = keygate::mint().unwrap().expose().to_string();
@@ -410,6 +427,21 @@ impl Harness {
         self.gateway.public_addr
     }
 
+    /// The gateway's metrics page.
+    pub fn metrics(&self) -> Metrics {
+        Metrics(self.gateway.metrics_addr)
+    }
+
+    /// The admin API (the token of [`HarnessBuilder::admin_token`] unless changed).
+    pub fn admin(&self) -> AdminClient {
+        AdminClient::new(self.gateway.admin_addr)
+    }
+
+    /// A raw async client to the public listener.
+    pub fn client(&self) -> Client {
+        Client::raw(self.addr())
+    }
+
     /// Sends raw bytes on a new connection and reads until the server closes or
     /// `Connection: close` semantics end it; returns everything read.
     pub fn raw(&self, request: &str) -> String {
@@ -439,6 +471,63 @@ impl Harness {
         req.push_str("\r\n");
         req.push_str(body);
         Reply::parse(&self.raw(&req))
+    }
+}
+
+/// Builds a [`Harness`] from a [`TestConfig`] (the standard one unless edited), the
+/// standard keys, and [`GatewayOptions`] (the harness's observer always added).
+#[derive(Default)]
+pub struct HarnessBuilder {
+    edits: Vec<Box<dyn FnOnce(TestConfig) -> TestConfig>>,
+    admin_token: Option<String>,
+    seal_key: Option<String>,
+}
+
+impl HarnessBuilder {
+    /// Changes the config before it is written: `.config(|c| c.limit("max_connections", 5))`.
+    pub fn config(mut self, edit: impl FnOnce(TestConfig) -> TestConfig + 'static) -> Self {
+        self.edits.push(Box::new(edit));
+        self
+    }
+
+    pub fn admin_token(mut self, token: &str) -> Self {
+        self.admin_token = Some(token.to_string());
+        self
+    }
+
+    pub fn seal_key(mut self, base64: &str) -> Self {
+        self.seal_key = Some(base64.to_string());
+        self
+    }
+
+    pub async fn start(self) -> Harness {
+        let upstream = Upstream::start().await;
+        let dir = TempDir::new();
+        let kg_key = keygate::mint().unwrap().expose().to_string();
+        let mut cfg = TestConfig::new(upstream.addr);
+        for edit in self.edits {
+            cfg = edit(cfg);
+        }
+        let path = cfg.write(&dir);
+        TestKeys::standard(&kg_key).write(&dir);
+        let records = Arc::new(Collect::default());
+        let gateway = Gateway::start(
+            &path,
+            GatewayOptions {
+                observer: records.clone(),
+                admin_token: self.admin_token,
+                seal_key: self.seal_key,
+            },
+        )
+        .await
+        .unwrap();
+        Harness {
+            dir,
+            upstream,
+            gateway,
+            records,
+            kg_key,
+        }
     }
 }
 
@@ -519,7 +608,7 @@ pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
         if f() {
             return true;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(POLL).await;
     }
     f()
 }
@@ -616,6 +705,60 @@ impl Spawned {
     pub fn log(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
+
+    /// Waits until `needle` occurs at least `n` times in stderr; fails the test
+    /// (showing the log) after [`DEADLINE`].
+    pub async fn wait_log(&self, needle: &str, n: usize) {
+        let deadline = Instant::now() + DEADLINE;
+        while self.log().matches(needle).count() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} not logged {n} times within {DEADLINE:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit; `None` if it is still running.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+/// Runs the `keygate` binary on a config (`keygate -c CONFIG ARGS…`), without the
+/// seal key or admin token of the environment the tests run in.
+pub fn cli(config: &Path, args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .env_remove("KEYGATE_SEAL_KEY")
+        .env_remove("KEYGATE_SEAL_KEY_FILE")
+        .env_remove("KEYGATE_ADMIN_TOKEN")
+        .output()
+        .unwrap()
+}
+
+/// The standard output of a command that must have succeeded (else the test fails,
+/// showing both outputs).
+pub fn stdout_ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 impl Drop for Spawned {
