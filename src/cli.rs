@@ -51,6 +51,10 @@ pub enum Command {
     },
     /// Show the API request log, newest first (the "API Logs" page).
     Logs(LogsArgs),
+    // cluster: the cluster's state.
+    /// Cluster mode: show the shared store, the version and the replicas.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Run a self-contained demo: a sample API as upstream, two sample keys, and
     /// ready-to-paste curl commands. Needs no files. Ctrl-C stops it.
     Demo {
@@ -133,11 +137,34 @@ pub enum KeysCommand {
         #[arg(long)]
         yes: bool,
     },
+    // cluster: export the cluster's keys.
+    /// Cluster mode: write the cluster's keys as a keys file (for GitOps).
+    Export {
+        /// Write to FILE (mode 0600) instead of standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Print a key's full value (operator-supplied keys, or keys sealed with
     /// KEYGATE_SEAL_KEY).
     Reveal {
         #[arg(value_name = "ID|NAME")]
         key: String,
+    },
+}
+
+// cluster: the `cluster` subcommands (and `keys export`).
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// The shared store, the cluster version and every replica's version and staleness.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the cluster's keys as a keys file (standard output or -o FILE).
+    #[command(hide = true)]
+    Export {
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
 }
 

@@ -275,6 +275,7 @@ pub fn keys(config_path: &Path, cmd: KeysCommand) -> Result<(), String> {
                         replace_permissions: None,
                         rate_limit,
                         expires_at,
+                        if_match: None,
                     },
                 )
                 .map_err(|e| e.to_string())?;
@@ -301,12 +302,23 @@ pub fn keys(config_path: &Path, cmd: KeysCommand) -> Result<(), String> {
             output::line(&format!("Deleted key '{}' (id {}).", e.name, e.id));
             Ok(())
         }
+        // cluster: the cluster's keys as a keys file.
+        KeysCommand::Export { output } => {
+            let config = Config::load(config_path).map_err(|e| e.to_string())?;
+            crate::cluster::cli(&config, crate::cli::ClusterCommand::Export { output })
+        }
         KeysCommand::Reveal { key } => {
             let s = m.reveal(&key).map_err(|e| e.to_string())?;
             output::line(s.expose());
             Ok(())
         }
     }
+}
+
+// cluster: `keygate cluster status` and `keygate keys export`.
+pub fn cluster(config_path: &Path, cmd: crate::cli::ClusterCommand) -> Result<(), String> {
+    let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    crate::cluster::cli(&config, cmd)
 }
 
 pub fn api(config_path: &Path, want: ApiState) -> Result<(), String> {
@@ -361,6 +373,10 @@ pub fn logs(config_path: &Path, a: LogsArgs) -> Result<(), String> {
     };
     if a.limit == 0 {
         return Err("--limit must be at least 1".into());
+    }
+    // cluster: the recent requests of every replica.
+    if let Some(c) = &config.cluster {
+        return crate::cluster::cli_logs(c, &filter, a.limit, a.json);
     }
     crate::logs::run(path, &filter, a.limit, a.json, a.follow)
 }

@@ -187,6 +187,8 @@ pub struct Config {
     pub limits: Limits,
     pub trusted_proxies: Vec<IpNet>,
     pub access_log: AccessLogConfig,
+    // cluster: the validated `cluster:` section; `None` = this gateway alone.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Values that were capped at load (`timeouts.idle`), for a warning.
     pub capped: Vec<String>,
 }
@@ -357,6 +359,13 @@ impl Config {
             return Err("admin.token_env: name an environment variable".into());
         }
 
+        // cluster: validate the `cluster:` section.
+        let cluster = f
+            .cluster
+            .as_ref()
+            .map(crate::cluster::ClusterConfig::from_file)
+            .transpose()?;
+
         Ok(Self {
             path: path.to_path_buf(),
             listen: addr("listen", &f.listen)?,
@@ -397,6 +406,7 @@ impl Config {
                 max_size: f.access_log.max_size.value.max(1),
                 max_files: f.access_log.max_files,
             },
+            cluster,
             capped,
         })
     }

@@ -47,6 +47,8 @@ struct Observers {
     metrics: Arc<Metrics>,
     log: Arc<AccessLog>,
     extra: Arc<dyn Observer>,
+    // cluster: the shared recent-requests stream.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Observer for Observers {
@@ -58,6 +60,9 @@ impl Observer for Observers {
     fn finished(&self, r: &Record) {
         self.metrics.request_finished(r);
         self.log.record(r);
+        if let Some(c) = &self.cluster {
+            c.record(r);
+        }
         self.extra.finished(r);
     }
 }
@@ -125,10 +130,13 @@ impl Gateway {
         let access_log = Arc::new(
             AccessLog::start(&cfg.access_log, metrics.clone()).map_err(StartError::AccessLog)?,
         );
+        // cluster: the cluster handle (None without a `cluster:` section).
+        let cluster = crate::cluster::Cluster::new(&cfg, &metrics).map_err(StartError::State)?;
         let observers = Arc::new(Observers {
             metrics: metrics.clone(),
             log: access_log.clone(),
             extra: observer,
+            cluster: cluster.clone(),
         });
         let shared = Arc::new(Shared::new(
             config_path.to_path_buf(),
@@ -147,7 +155,16 @@ impl Gateway {
             None => None,
         };
         let public_task = tokio::spawn(server::serve(public, tls, shared.clone(), rx));
-        tokio::spawn(keys::watch::watch(shared.clone()));
+        // cluster: keys follow the cluster store instead of the file watcher.
+        match cluster {
+            Some(c) => {
+                let _ = shared.cluster.set(c.clone());
+                c.start(shared.clone());
+            }
+            None => {
+                tokio::spawn(keys::watch::watch(shared.clone()));
+            }
+        }
         tokio::spawn(flush_last_used(shared.clone()));
         let ops_task = tokio::spawn(ops::serve(ops_listener, shared.clone(), ops_rx.clone()));
         let admin = Arc::new(Admin::new(shared.clone()));

@@ -21,6 +21,8 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod cli;
+// cluster: several replicas as one gateway (SPEC §10).
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod conn;

@@ -25,6 +25,8 @@ fn main() -> ExitCode {
         Command::Keys(cmd) => commands::keys(&config_path, cmd),
         Command::Api { state } => commands::api(&config_path, state),
         Command::Logs(args) => commands::logs(&config_path, args),
+        // cluster: `keygate cluster status`.
+        Command::Cluster(cmd) => commands::cluster(&config_path, cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -40,6 +40,8 @@ pub struct KeyEdit {
     pub rate_limit: Option<Option<KeyRateFile>>,
     /// `Some(None)` removes the expiry.
     pub expires_at: Option<Option<String>>,
+    // cluster: the revision the caller read (`If-Match`); a stale one is refused.
+    pub if_match: Option<u64>,
 }
 
 /// A key just made: the only moment its value is shown.
@@ -69,6 +71,8 @@ pub enum RevealError {
 pub struct Manager {
     pub config: Arc<Config>,
     writer: KeysWriter,
+    // cluster: in cluster mode every read and write goes to the cluster store.
+    cluster: Option<crate::cluster::write::ClusterWriter>,
     seal: Option<SealKey>,
     actor: String,
 }
@@ -122,6 +126,8 @@ pub fn key_view(e: &KeyEntry, last_used_ms: Option<i64>) -> serde_json::Value {
         "expires_at": e.expires_at,
         "last_used": last_used_ms.filter(|m| *m > 0).map(state::format_ms),
         "revealable": e.revealable(),
+        // cluster: the key's revision, for If-Match (cluster mode only).
+        "revision": e.revision,
     })
 }
 
@@ -135,6 +141,7 @@ impl Manager {
         let seal = SealKey::from_env()?;
         let writer = KeysWriter::new(&config.keys_file, &config.state_dir);
         Ok(Self {
+            cluster: crate::cluster::write::ClusterWriter::open(&config),
             config,
             writer,
             seal,
@@ -166,7 +173,23 @@ impl Manager {
 
     /// Reads the keys file (no lock needed: writes are atomic renames).
     pub fn read(&self) -> Result<KeysFile, WriteError> {
+        // cluster: the cluster's keys.
+        if let Some(c) = &self.cluster {
+            return c.read();
+        }
         Ok(KeysFile::load_or_empty(self.keys_file())?)
+    }
+
+    // cluster: the one write path: the keys file, or the cluster store.
+    fn update<T>(
+        &self,
+        if_match: Option<u64>,
+        change: impl FnOnce(&mut KeysFile) -> Result<T, WriteError>,
+    ) -> Result<T, WriteError> {
+        match &self.cluster {
+            Some(c) => c.update(&self.actor, if_match, change),
+            None => self.writer.update(change),
+        }
     }
 
     pub fn get(&self, selector: &str) -> Result<KeyEntry, WriteError> {
@@ -179,7 +202,7 @@ impl Manager {
     pub fn create(&self, new: NewKey) -> Result<Created, WriteError> {
         validate_name(&new.name).map_err(|e| WriteError::Rejected(format!("name: {e}")))?;
         let secret = mint().map_err(|e| WriteError::Rejected(format!("no randomness: {e}")))?;
-        let created = self.writer.update(|file| {
+        let created = self.update(None, |file| {
             let mut id = KeyId::generate()
                 .map_err(|e| WriteError::Rejected(format!("no randomness: {e}")))?;
             while file.keys.iter().any(|k| k.id == id.as_str()) {
@@ -201,6 +224,7 @@ impl Manager {
                 permissions: levels_to_strings(&new.permissions),
                 rate_limit: new.rate_limit,
                 expires_at: new.expires_at.clone(),
+                revision: None,
             };
             file.keys.push(entry.clone());
             self.validate(file)?;
@@ -221,7 +245,7 @@ impl Manager {
 
     pub fn edit(&self, selector: &str, edit: KeyEdit) -> Result<KeyEntry, WriteError> {
         let mut changed: Vec<&str> = Vec::new();
-        let entry = self.writer.update(|file| {
+        let entry = self.update(edit.if_match, |file| {
             let i = find(file, selector).ok_or_else(|| not_found(selector))?;
             let k = &mut file.keys[i];
             if let Some(n) = &edit.name {
@@ -257,7 +281,16 @@ impl Manager {
     }
 
     pub fn delete(&self, selector: &str) -> Result<KeyEntry, WriteError> {
-        let entry = self.writer.update(|file| {
+        self.delete_if_match(selector, None)
+    }
+
+    // cluster: delete with the revision the caller read.
+    pub fn delete_if_match(
+        &self,
+        selector: &str,
+        if_match: Option<u64>,
+    ) -> Result<KeyEntry, WriteError> {
+        let entry = self.update(if_match, |file| {
             let i = find(file, selector).ok_or_else(|| not_found(selector))?;
             let entry = file.keys.remove(i);
             self.validate(file)?;
@@ -284,7 +317,7 @@ impl Manager {
     }
 
     pub fn set_api(&self, enabled: bool) -> Result<(), WriteError> {
-        self.writer.update(|file| {
+        self.update(None, |file| {
             file.api_enabled = enabled;
             Ok(())
         })?;

@@ -178,9 +178,12 @@ async fn run(
     fin.record.key = Some(key.clone());
 
     // 5. The key's rate limit.
-    if let Err(ratelimit::RetryAfter(retry_after)) =
-        ratelimit::check_key(&key.limiter, &shared.clock)
-    {
+    // cluster: shared GCRA in cluster mode (a None check otherwise).
+    let limited = match shared.cluster.get() {
+        Some(c) => c.check_rate(&key).await?,
+        None => ratelimit::check_key(&key.limiter, &shared.clock),
+    };
+    if let Err(ratelimit::RetryAfter(retry_after)) = limited {
         return Err(Reject::KeyRateLimited {
             name: key.name.clone(),
             retry_after,

@@ -88,6 +88,8 @@ pub enum Reject {
     },
     UpstreamUnavailable,
     UpstreamTimeout,
+    // cluster: Redis unreachable for longer than cluster.on_redis_down.max_staleness.
+    ClusterStale,
 }
 
 struct Parts {
@@ -244,6 +246,13 @@ impl Reject {
                 "the service behind the gateway did not answer in time".into(),
                 D::UpstreamError,
             ),
+            // cluster: fail closed once the keys may be too old to trust.
+            Self::ClusterStale => p(
+                S::SERVICE_UNAVAILABLE,
+                "cluster_unavailable",
+                "the gateway has not reached its cluster store for longer than cluster.on_redis_down.max_staleness; try again shortly".into(),
+                D::UpstreamError,
+            ),
         }
     }
 
@@ -279,7 +288,8 @@ impl Reject {
             | Self::InsufficientPermission { .. }
             | Self::BodyTooLarge { .. }
             | Self::UpstreamUnavailable
-            | Self::UpstreamTimeout => {}
+            | Self::UpstreamTimeout
+            | Self::ClusterStale => {}
         }
         if close {
             h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));

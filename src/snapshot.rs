@@ -53,7 +53,8 @@ impl Snapshot {
             config.state_dir = prev.config.state_dir.clone();
         }
         let identity = identity(&config.keys_file);
-        let keys_file = KeysFile::load(&config.keys_file)?;
+        // cluster: in cluster mode the keys come from the last-good cluster copy.
+        let keys_file = crate::cluster::source::load_keys(&config)?;
         let mut snap = Self::build(Arc::new(config), &keys_file, previous)?;
         snap.keys_identity = identity;
         Ok((snap, notes))
@@ -113,6 +114,8 @@ pub struct Shared {
     pub observer: Arc<dyn Observer>,
     pub metrics: Arc<Metrics>,
     shutting_down: AtomicBool,
+    // cluster: the cluster handle, set once at start in cluster mode.
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -138,6 +141,7 @@ impl Shared {
             observer,
             metrics,
             shutting_down: AtomicBool::new(false),
+            cluster: std::sync::OnceLock::new(),
         }
     }
 
@@ -155,19 +159,41 @@ impl Shared {
         self.metrics.reload("config", result.is_ok());
         let (snap, notes) = result?;
         self.current.store(Arc::new(snap));
+        // cluster: the keys came from the last-good copy; sync again now.
+        if let Some(c) = self.cluster.get() {
+            c.resync();
+        }
         Ok(notes)
     }
 
     /// Re-reads only the keys file (the watcher); returns the number of keys.
     pub fn reload_keys(&self) -> Result<usize, LoadError> {
+        // cluster: keys follow the cluster store, not the file.
+        if let Some(c) = self.cluster.get() {
+            c.resync();
+            return Ok(self.snapshot().keys.len());
+        }
         let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.current.load_full();
         let version = identity(&old.config.keys_file);
-        let result = KeysFile::load(&old.config.keys_file)
+        // cluster: in cluster mode the keys come from the last-good cluster copy.
+        let result = crate::cluster::source::load_keys(&old.config)
             .and_then(|file| Snapshot::build(old.config.clone(), &file, Some(&old)));
         self.metrics.reload("keys", result.is_ok());
         let mut snap = result?;
         snap.keys_identity = version;
+        let n = snap.keys.len();
+        self.current.store(Arc::new(snap));
+        Ok(n)
+    }
+
+    // cluster: swaps in keys synced from the cluster, built on the snapshot in force.
+    pub fn install_keys(&self, file: &KeysFile) -> Result<usize, LoadError> {
+        let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.current.load_full();
+        let result = Snapshot::build(old.config.clone(), file, Some(&old));
+        self.metrics.reload("keys", result.is_ok());
+        let snap = result?;
         let n = snap.keys.len();
         self.current.store(Arc::new(snap));
         Ok(n)

@@ -58,6 +58,8 @@ impl From<WriteError> for ApiError {
                 (StatusCode::BAD_REQUEST, "invalid_request")
             }
             WriteError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "keys_file_error"),
+            // cluster: 409 revision_conflict, 503 cluster_unavailable.
+            WriteError::Cluster(r) => r.status_code(),
         };
         Self::new(status, code, e.to_string())
     }
@@ -186,7 +188,11 @@ pub(super) async fn route(
         (["keys"], _) => not_allowed("GET, POST"),
         (["keys", id], &Method::GET) => get_key(admin, peer, id).await,
         (["keys", id], &Method::PATCH) => patch_key(admin, peer, id, req).await,
-        (["keys", id], &Method::DELETE) => delete_key(admin, peer, id).await,
+        // cluster: If-Match on DELETE.
+        (["keys", id], &Method::DELETE) => match crate::cluster::write::if_match(req.headers()) {
+            Ok(m) => delete_key(admin, peer, id, m).await,
+            Err(e) => Err(bad(e)),
+        },
         (["keys", _], _) => not_allowed("GET, PATCH, DELETE"),
         (["keys", id, "reveal"], &Method::POST) => reveal_key(admin, peer, id).await,
         (["keys", _, "reveal"], _) => not_allowed("POST"),
@@ -209,6 +215,12 @@ pub(super) async fn route(
         (["categories"], _) => not_allowed("GET"),
         (["logs"], &Method::GET) => super::logs::get_logs(admin, &req).await,
         (["logs"], _) => not_allowed("GET"),
+        // cluster: the cluster's status.
+        (["cluster"], &Method::GET) => crate::cluster::admin_route(&admin.shared)
+            .await
+            .map(|v| json_response(StatusCode::OK, &v))
+            .map_err(|m| ApiError::new(StatusCode::NOT_FOUND, "cluster_off", m)),
+        (["cluster"], _) => not_allowed("GET"),
         (["reload"], &Method::POST) => reload(admin).await,
         (["reload"], _) => not_allowed("POST"),
         _ => Err(ApiError::new(
@@ -289,8 +301,13 @@ async fn patch_key(
     id: &str,
     req: Request<Incoming>,
 ) -> ApiResult {
+    // cluster: If-Match carries the key's revision (compare-and-set).
+    let if_match = crate::cluster::write::if_match(req.headers()).map_err(bad)?;
     let fields: serde_json::Map<String, Value> = body(req).await?;
-    let mut edit = KeyEdit::default();
+    let mut edit = KeyEdit {
+        if_match,
+        ..KeyEdit::default()
+    };
     for (k, v) in fields {
         match k.as_str() {
             "name" => {
@@ -338,10 +355,15 @@ async fn patch_key(
     Ok(json_response(StatusCode::OK, &key_json(admin, &e)))
 }
 
-async fn delete_key(admin: &Arc<Admin>, peer: IpAddr, id: &str) -> ApiResult {
+async fn delete_key(
+    admin: &Arc<Admin>,
+    peer: IpAddr,
+    id: &str,
+    if_match: Option<u64>,
+) -> ApiResult {
     let m = manager(admin, peer)?;
     let id = id.to_string();
-    blocking(move || m.delete(&id).map_err(ApiError::from)).await?;
+    blocking(move || m.delete_if_match(&id, if_match).map_err(ApiError::from)).await?;
     apply_now(admin);
     let mut r = Response::new(ResBody::empty());
     *r.status_mut() = StatusCode::NO_CONTENT;

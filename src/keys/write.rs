@@ -27,6 +27,9 @@ pub enum WriteError {
     /// No key with this id or name.
     #[error("no key with id or name {0:?} (see `keygate keys list`)")]
     NotFound(String),
+    // cluster: a write the cluster store refused (409 revision_conflict, 503).
+    #[error("{0}")]
+    Cluster(crate::cluster::write::Refusal),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -315,6 +318,7 @@ mod tests {
             permissions,
             rate_limit: None,
             expires_at: None,
+            revision: None,
         }
     }
 

@@ -1,0 +1,496 @@
+//! Keeping the replica's snapshot in step with Redis.
+//!
+//! [`run`] connects (retrying), seeds an empty cluster from the keys file once (the
+//! seeding script is atomic: exactly one replica wins), then polls the version and
+//! the epoch every [`POLL`] and whenever [`read_changes`] sees a change record.
+//! A version change means one atomic read of the whole set and one snapshot swap;
+//! the last-good copy in `state_dir` follows. An epoch that vanished or changed is
+//! never applied: the last snapshot stays and writes are refused.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::store::{self, Source};
+use super::{Cluster, POLL, REQUEST_TIMEOUT, lock, source};
+use crate::keys::file::KeysFile;
+use crate::keys::store::KeySet;
+use crate::snapshot::Shared;
+
+async fn manager(c: &Cluster, timeout: Duration) -> redis::RedisResult<ConnectionManager> {
+    let cfg = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_with_config(c.client.clone(), cfg).await
+}
+
+/// Connects both managed connections, retrying until Redis answers.
+async fn connect(c: &Arc<Cluster>) {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match (
+            manager(c, REQUEST_TIMEOUT).await,
+            manager(c, Duration::from_secs(2)).await,
+        ) {
+            (Ok(fast), Ok(bulk)) => {
+                c.fast.store(Some(Arc::new(fast)));
+                c.bulk.store(Some(Arc::new(bulk)));
+                c.mark_ok();
+                return;
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                c.mark_down(&e);
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+pub(crate) async fn bulk(c: &Cluster) -> Option<ConnectionManager> {
+    c.bulk.load_full().map(|m| (*m).clone())
+}
+
+/// The keys file as the cluster stores it.
+fn file_entries(file: &KeysFile) -> Result<Vec<(String, String, String)>, String> {
+    let seal = crate::keys::seal::SealKey::from_env()?;
+    file.keys
+        .iter()
+        .map(|e| {
+            let s = store::to_stored(e.clone(), Source::File, seal.as_ref())?;
+            Ok((e.id.clone(), e.name.to_lowercase(), store::stored_json(&s)))
+        })
+        .collect()
+}
+
+fn new_epoch() -> String {
+    let mut b = [0u8; 12];
+    let _ = getrandom::fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Seeds an empty cluster from the keys file. Only a replica that never knew an
+/// epoch seeds: one that did sees a wiped store, which is not "no keys".
+async fn seed(c: &Cluster, shared: &Shared, con: &mut ConnectionManager) -> redis::RedisResult<()> {
+    let exists: bool = con.exists(&c.layout.epoch).await?;
+    if exists || lock(&c.epoch).is_some() {
+        return Ok(());
+    }
+    let path = shared.snapshot().config.keys_file.clone();
+    let file = match KeysFile::load(&path) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot seed the cluster from the keys file");
+            return Ok(());
+        }
+    };
+    let entries = match file_entries(&file) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot seed the cluster from the keys file");
+            return Ok(());
+        }
+    };
+    let l = &c.layout;
+    let script = store::apply_file();
+    let mut inv = script.prepare_invoke();
+    inv.key(&l.epoch)
+        .key(&l.keys)
+        .key(&l.revs)
+        .key(&l.names)
+        .key(&l.version)
+        .key(&l.changes)
+        .key(&l.file_revision)
+        .key(&l.api);
+    inv.arg("")
+        .arg(new_epoch())
+        .arg("0")
+        .arg(file.revision.unwrap_or(0).to_string())
+        .arg(if file.api_enabled { "1" } else { "0" });
+    for (id, lname, json) in &entries {
+        inv.arg(id).arg(lname).arg(json);
+    }
+    let (outcome, version): (String, u64) = inv.invoke_async(con).await?;
+    if outcome == "ok" {
+        tracing::info!(node = %c.cfg.node_name, keys = entries.len(), version, "seeded the cluster from the keys file");
+    }
+    Ok(())
+}
+
+/// Reads the whole set and swaps it in when its version is new.
+async fn full_sync(
+    c: &Cluster,
+    shared: &Shared,
+    con: &mut ConnectionManager,
+) -> redis::RedisResult<()> {
+    let raw: store::Raw = store::read_pipe(&c.layout).query_async(con).await?;
+    c.mark_ok();
+    let (state, sources) = match store::decode(raw) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::error!(error = %e, "cluster data cannot be read; the last snapshot stays");
+            return Ok(());
+        }
+    };
+    if !epoch_ok(c, state.epoch.as_deref()) {
+        return Ok(());
+    }
+    let _ = sources;
+    match shared.install_keys(&state.file) {
+        Ok(n) => {
+            c.version.store(state.version, Ordering::Release);
+            c.metrics
+                .snapshot_version
+                .set(i64::try_from(state.version).unwrap_or(i64::MAX));
+            let snap = shared.snapshot();
+            c.limiter.retain(|id| snap.keys.get(id).is_some());
+            tracing::debug!(
+                keys = n,
+                version = state.version,
+                "cluster snapshot applied"
+            );
+            let dir = snap.config.state_dir.clone();
+            let lg = source::LastGood {
+                name: c.cfg.name.clone(),
+                epoch: state.epoch.unwrap_or_default(),
+                version: state.version,
+                file: state.file,
+            };
+            tokio::task::spawn_blocking(move || source::write(&dir, &lg));
+        }
+        Err(e) => {
+            // Keep the version unapplied so a fix is picked up.
+            tracing::error!(error = %e, version = state.version, "cluster keys do not fit this config; the last snapshot stays");
+        }
+    }
+    Ok(())
+}
+
+/// Checks the epoch read from Redis against the one in force. A first epoch is
+/// adopted; a missing or different one is refused, loudly, once.
+fn epoch_ok(c: &Cluster, seen: Option<&str>) -> bool {
+    let mut known = lock(&c.epoch);
+    match (known.as_deref(), seen) {
+        (_, None) => {
+            if !c.epoch_lost.swap(true, Ordering::AcqRel) {
+                tracing::error!(cluster = %c.cfg.name, "the cluster's data is gone (Redis wiped or replaced): serving the last snapshot, refusing admin writes; restore Redis or reseed it");
+            }
+            c.metrics.fallback.with_label_values(&["keys"]).set(1);
+            false
+        }
+        (Some(k), Some(s)) if k != s => {
+            if !c.epoch_lost.swap(true, Ordering::AcqRel) {
+                tracing::error!(cluster = %c.cfg.name, "the cluster's epoch changed (Redis replaced): serving the last snapshot, refusing admin writes");
+            }
+            c.metrics.fallback.with_label_values(&["keys"]).set(1);
+            false
+        }
+        (_, Some(s)) => {
+            if known.is_none() {
+                *known = Some(s.to_string());
+            }
+            if c.epoch_lost.swap(false, Ordering::AcqRel) {
+                tracing::info!(cluster = %c.cfg.name, "the cluster's data is back");
+            }
+            c.metrics.fallback.with_label_values(&["keys"]).set(0);
+            true
+        }
+    }
+}
+
+/// Connects, seeds, then follows the version.
+pub(crate) async fn run(c: Arc<Cluster>, shared: Arc<Shared>) {
+    connect(&c).await;
+    let mut seeded = false;
+    loop {
+        let Some(mut con) = bulk(&c).await else {
+            tokio::time::sleep(POLL).await;
+            continue;
+        };
+        if !seeded {
+            match seed(&c, &shared, &mut con).await {
+                Ok(()) => seeded = true,
+                Err(e) => c.mark_down(&e),
+            }
+        }
+        let polled: redis::RedisResult<(Option<String>, Option<u64>)> = redis::pipe()
+            .get(&c.layout.epoch)
+            .get(&c.layout.version)
+            .query_async(&mut con)
+            .await;
+        match polled {
+            Ok((epoch, version)) => {
+                c.mark_ok();
+                if epoch_ok(&c, epoch.as_deref())
+                    && version.unwrap_or(0) != c.version.load(Ordering::Acquire)
+                    && let Err(e) = full_sync(&c, &shared, &mut con).await
+                {
+                    c.mark_down(&e);
+                }
+            }
+            Err(e) => c.mark_down(&e),
+        }
+        c.metrics.stale_seconds.set(c.stale_seconds());
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = c.changed.notified() => {}
+        }
+    }
+}
+
+/// A blocking read of the change stream on its own connection; wakes [`run`].
+/// A killed or silent connection is replaced; the poll covers the gap.
+pub(crate) async fn read_changes(c: Arc<Cluster>) {
+    let mut last = "$".to_string();
+    loop {
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(6)));
+        let mut con = match c
+            .client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+        {
+            Ok(con) => con,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let _: redis::RedisResult<()> = redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(format!("keygate-changes-{}", c.cfg.node_name))
+            .query_async(&mut con)
+            .await;
+        loop {
+            let r: redis::RedisResult<redis::Value> = redis::cmd("XREAD")
+                .arg("BLOCK")
+                .arg(5000)
+                .arg("COUNT")
+                .arg(100)
+                .arg("STREAMS")
+                .arg(&c.layout.changes)
+                .arg(&last)
+                .query_async(&mut con)
+                .await;
+            match r {
+                Ok(redis::Value::Nil) => {}
+                Ok(v) => {
+                    if let Some(id) = last_id(&v) {
+                        last = id;
+                    }
+                    c.changed.notify_one();
+                }
+                Err(_) => {
+                    // Lost connection: the next one starts from what is new then;
+                    // the version poll converges whatever was missed.
+                    last = "$".into();
+                    c.changed.notify_one();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The id of the last entry of an XREAD answer.
+fn last_id(v: &redis::Value) -> Option<String> {
+    fn walk(v: &redis::Value, out: &mut Option<String>) {
+        match v {
+            redis::Value::Array(items) => {
+                // An entry is [id, [field, value, …]].
+                if items.len() == 2
+                    && let (redis::Value::BulkString(id), redis::Value::Array(_)) =
+                        (&items[0], &items[1])
+                    && id.contains(&b'-')
+                {
+                    *out = String::from_utf8(id.clone()).ok();
+                    return;
+                }
+                for i in items {
+                    walk(i, out);
+                }
+            }
+            redis::Value::Map(pairs) => {
+                for (_, i) in pairs {
+                    walk(i, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = None;
+    walk(v, &mut out);
+    out
+}
+
+/// How often last-used times are pushed and pulled.
+pub(super) const LAST_USED_EVERY: Duration = Duration::from_secs(2);
+
+/// Pushes this replica's newest use per key (`ZADD GT`: values only move forward)
+/// and pulls the cluster's, so the console shows the newest time any replica saw.
+pub(crate) async fn last_used(c: Arc<Cluster>, shared: Arc<Shared>) {
+    let mut pushed: HashMap<String, i64> = HashMap::new();
+    loop {
+        tokio::time::sleep(LAST_USED_EVERY).await;
+        let Some(mut con) = bulk(&c).await else {
+            continue;
+        };
+        let snap = shared.snapshot();
+        let fresh: Vec<(i64, String)> = snap
+            .keys
+            .iter()
+            .filter_map(|k| {
+                let ms = k.last_used.load(Ordering::Relaxed);
+                (ms > 0 && pushed.get(k.id.as_str()).is_none_or(|p| *p < ms))
+                    .then(|| (ms, k.id.as_str().to_string()))
+            })
+            .collect();
+        if !fresh.is_empty() {
+            let mut cmd = redis::cmd("ZADD");
+            cmd.arg(&c.layout.last_used).arg("GT");
+            for (ms, id) in &fresh {
+                cmd.arg(*ms).arg(id);
+            }
+            match cmd.query_async::<i64>(&mut con).await {
+                Ok(_) => {
+                    for (ms, id) in fresh {
+                        pushed.insert(id, ms);
+                    }
+                }
+                Err(e) => {
+                    c.mark_down(&e);
+                    continue;
+                }
+            }
+        }
+        pushed.retain(|id, _| snap.keys.get_str(id).is_some());
+        let all: redis::RedisResult<Vec<(String, i64)>> = redis::cmd("ZRANGE")
+            .arg(&c.layout.last_used)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut con)
+            .await;
+        if let Ok(all) = all {
+            for (id, ms) in all {
+                if let Some(k) = snap.keys.get_str(&id) {
+                    k.last_used.fetch_max(ms, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Applies the keys file again when its `revision:` is higher than the one the
+/// cluster last applied (a stale mounted Secret cannot undo newer changes).
+pub(crate) async fn follow_file(c: Arc<Cluster>, shared: Arc<Shared>) {
+    let mut failed_at: Option<u64> = None;
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let snap = shared.snapshot();
+        let path = snap.config.keys_file.clone();
+        let Ok(file) = KeysFile::load(&path) else {
+            continue;
+        };
+        let Some(rev) = file.revision else { continue };
+        if failed_at == Some(rev) {
+            continue;
+        }
+        let Some(mut con) = bulk(&c).await else {
+            continue;
+        };
+        let Some(epoch) = lock(&c.epoch).clone() else {
+            continue;
+        };
+        let applied: Option<u64> = match con.get(&c.layout.file_revision).await {
+            Ok(v) => v,
+            Err(_) => continue,
+        };
+        let applied = applied.unwrap_or(0);
+        if rev <= applied {
+            continue;
+        }
+        let started = Instant::now();
+        match apply_file(&c, &shared, &mut con, &epoch, applied, &file).await {
+            Ok(()) => {
+                tracing::info!(
+                    revision = rev,
+                    ms = started.elapsed().as_millis() as u64,
+                    "applied the keys file to the cluster"
+                );
+                c.changed.notify_one();
+            }
+            Err(e) => {
+                failed_at = Some(rev);
+                tracing::error!(revision = rev, error = %e, "the keys file was not applied to the cluster");
+            }
+        }
+    }
+}
+
+async fn apply_file(
+    c: &Cluster,
+    shared: &Shared,
+    con: &mut ConnectionManager,
+    epoch: &str,
+    applied: u64,
+    file: &KeysFile,
+) -> Result<(), String> {
+    // Validate the merged set (keys made through the API stay) before writing.
+    let raw: store::Raw = store::read_pipe(&c.layout)
+        .query_async(con)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (state, sources) = store::decode(raw)?;
+    let mut merged = file.clone();
+    merged.keys.extend(
+        state
+            .file
+            .keys
+            .into_iter()
+            .filter(|k| sources.get(&k.id) == Some(&Source::Api)),
+    );
+    let cfg = shared.snapshot().config.clone();
+    KeySet::build(
+        &cfg.keys_file,
+        &merged,
+        &cfg.policy,
+        &cfg.rate_limit.per_key,
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    let entries = file_entries(file)?;
+    let l = &c.layout;
+    let script = store::apply_file();
+    let mut inv = script.prepare_invoke();
+    inv.key(&l.epoch)
+        .key(&l.keys)
+        .key(&l.revs)
+        .key(&l.names)
+        .key(&l.version)
+        .key(&l.changes)
+        .key(&l.file_revision)
+        .key(&l.api);
+    inv.arg(epoch)
+        .arg("")
+        .arg(applied.to_string())
+        .arg(file.revision.unwrap_or(0).to_string())
+        .arg("");
+    for (id, lname, json) in &entries {
+        inv.arg(id).arg(lname).arg(json);
+    }
+    let (outcome, _v): (String, u64) = inv.invoke_async(con).await.map_err(|e| e.to_string())?;
+    if outcome == "ok" {
+        Ok(())
+    } else {
+        Err(format!("refused by the cluster store: {outcome}"))
+    }
+}
