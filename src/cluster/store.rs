@@ -171,7 +171,7 @@ return {1, 0}
 pub(crate) fn write() -> Script {
     Script::new(
         r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'epoch', 0} end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'epoch', 0, 0} end
 local op = ARGV[2]
 local id = ARGV[3]
 local rev = 0
@@ -179,10 +179,10 @@ if op ~= 'api' then
   rev = tonumber(redis.call('HGET', KEYS[3], id) or '0')
   local exists = redis.call('HEXISTS', KEYS[2], id) == 1
   if ARGV[4] == 'new' then
-    if exists then return {'exists', rev} end
+    if exists then return {'exists', rev, 0} end
   else
-    if not exists then return {'not_found', 0} end
-    if tonumber(ARGV[4]) ~= rev then return {'conflict', rev} end
+    if not exists then return {'not_found', 0, 0} end
+    if tonumber(ARGV[4]) ~= rev then return {'conflict', rev, 0} end
   end
   if op == 'delete' then
     redis.call('HDEL', KEYS[2], id)
@@ -191,7 +191,7 @@ if op ~= 'api' then
     rev = rev + 1
   else
     local owner = redis.call('HGET', KEYS[4], ARGV[7])
-    if owner and owner ~= id then return {'name_taken', rev} end
+    if owner and owner ~= id then return {'name_taken', rev, 0} end
     if ARGV[6] ~= '' and ARGV[6] ~= ARGV[7] then redis.call('HDEL', KEYS[4], ARGV[6]) end
     redis.call('HSET', KEYS[4], ARGV[7], id)
     redis.call('HSET', KEYS[2], id, ARGV[5])

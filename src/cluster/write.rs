@@ -258,7 +258,7 @@ impl ClusterWriter {
             .arg(old_lname)
             .arg(new_lname)
             .arg(audit);
-        let (outcome, n): (String, u64) = inv.invoke(con).map_err(unavailable)?;
+        let (outcome, n, _): (String, u64, u64) = inv.invoke(con).map_err(unavailable)?;
         match outcome.as_str() {
             "ok" => Ok(()),
             "conflict" => Err(WriteError::Cluster(Refusal::RevisionConflict {
