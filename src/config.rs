@@ -432,6 +432,10 @@ impl Config {
         if self.state_dir != new.state_dir {
             v.push("state_dir");
         }
+        // cluster: the store and the node are chosen at start.
+        if self.cluster != new.cluster {
+            v.push("cluster");
+        }
         v
     }
 }

@@ -80,8 +80,12 @@ pub(crate) async fn heartbeat(c: Arc<Cluster>, _shared: Arc<Shared>) {
             Ok((_, nodes)) => {
                 c.metrics.rtt.observe(t.elapsed().as_secs_f64());
                 c.mark_ok();
-                c.limiter.close();
-                c.metrics.fallback.with_label_values(&["rate_limit"]).set(0);
+                // The request path's own connection must answer too (this also
+                // makes it reconnect after an outage without waiting for traffic).
+                if ping_fast(&c).await {
+                    c.limiter.close();
+                    c.metrics.fallback.with_label_values(&["rate_limit"]).set(0);
+                }
                 let (_, forget, alive) = replicas(nodes);
                 c.live_replicas.store(alive.max(1), Ordering::Release);
                 c.metrics.replicas.set(i64::try_from(alive).unwrap_or(0));
@@ -96,6 +100,19 @@ pub(crate) async fn heartbeat(c: Arc<Cluster>, _shared: Arc<Shared>) {
             Err(e) => c.mark_down(&e),
         }
     }
+}
+
+async fn ping_fast(c: &Cluster) -> bool {
+    let Some(con) = c.fast.load_full() else {
+        return false;
+    };
+    let mut con = (*con).clone();
+    let cmd = redis::cmd("PING");
+    let ping = cmd.query_async::<String>(&mut con);
+    matches!(
+        tokio::time::timeout(super::REQUEST_TIMEOUT, ping).await,
+        Ok(Ok(_))
+    )
 }
 
 /// `GET /admin/v1/cluster`.
