@@ -114,3 +114,53 @@ impl ClusterConfig {
         redis::Client::open(info)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn load(extra: &str) -> Result<Config, String> {
+        Config::from_text(
+            Path::new("/etc/keygate/config.yaml"),
+            &format!("upstream: http://127.0.0.1:3000\n{extra}"),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_fields() {
+        assert!(load("").unwrap().cluster.is_none());
+        let c = load("cluster:\n  redis_url: redis://r:6379/0\n  node_name: pod-1\n")
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert_eq!(c.name, "default");
+        assert_eq!(c.node_name, "pod-1");
+        assert_eq!(c.on_down, RedisDown::LocalShare);
+        assert_eq!(c.max_staleness, None);
+        assert_eq!(c.log_max_entries, 50_000);
+        let c = load("cluster:\n  redis_url: redis://r\n  on_redis_down: { rate_limit: closed, max_staleness: 30s }\n")
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert_eq!(c.on_down, RedisDown::Closed);
+        assert_eq!(c.max_staleness, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn errors_name_the_field_and_never_the_url() {
+        let e = load("cluster:\n  redis_url: \"http://user:hunter2@x\"\n").unwrap_err();
+        assert!(e.contains("cluster.redis_url"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        let e = load("cluster:\n  redis_url: redis://r\n  name: \"a}b\"\n").unwrap_err();
+        assert!(e.contains("cluster.name"), "{e}");
+        let e = load("cluster:\n  redis_url: redis://r\n  colour: red\n").unwrap_err();
+        assert!(e.contains("colour"), "{e}");
+        let e =
+            load("cluster:\n  redis_url: redis://r\n  logs: { sample_success: 2 }\n").unwrap_err();
+        assert!(e.contains("sample_success"), "{e}");
+    }
+}

@@ -300,6 +300,14 @@ pub(crate) async fn read_changes(c: Arc<Cluster>) {
     }
 }
 
+/// `<ms>-<seq>`, both decimal.
+fn is_stream_id(b: &[u8]) -> bool {
+    let mut parts = b.splitn(2, |c| *c == b'-');
+    let ok =
+        |p: Option<&[u8]>| p.is_some_and(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit));
+    ok(parts.next()) && ok(parts.next())
+}
+
 /// The id of the last entry of an XREAD answer.
 fn last_id(v: &redis::Value) -> Option<String> {
     fn walk(v: &redis::Value, out: &mut Option<String>) {
@@ -309,7 +317,7 @@ fn last_id(v: &redis::Value) -> Option<String> {
                 if items.len() == 2
                     && let (redis::Value::BulkString(id), redis::Value::Array(_)) =
                         (&items[0], &items[1])
-                    && id.contains(&b'-')
+                    && is_stream_id(id)
                 {
                     *out = String::from_utf8(id.clone()).ok();
                     return;
@@ -492,5 +500,27 @@ async fn apply_file(
         Ok(())
     } else {
         Err(format!("refused by the cluster store: {outcome}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::Value as V;
+
+    use super::last_id;
+
+    fn bulk(s: &str) -> V {
+        V::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn last_id_of_an_xread_answer() {
+        let entry = |id: &str| V::Array(vec![bulk(id), V::Array(vec![bulk("v"), bulk("1")])]);
+        let answer = V::Array(vec![V::Array(vec![
+            bulk("kg:{my-cluster}:changes"),
+            V::Array(vec![entry("1-0"), entry("2-5")]),
+        ])]);
+        assert_eq!(last_id(&answer).as_deref(), Some("2-5"));
+        assert_eq!(last_id(&V::Nil), None);
     }
 }
