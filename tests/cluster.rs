@@ -76,6 +76,31 @@ async fn shared_rate_limit_is_one_budget() {
         .map(|v| v.iter().filter(|s| **s == 200).count())
         .collect();
     eprintln!("accuracy: allowed per replica {per_node:?}");
+    drop(r);
+
+    // The same without cluster mode: every replica has its own budget (about 3×).
+    let alone: Vec<_> = (0..3).map(|_| start_standalone(up.addr)).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let secs = 3.0;
+    let t = Instant::now();
+    let handles: Vec<_> = alone
+        .iter()
+        .map(|(n, _)| paced(n.public, LIMITED, 400.0, secs))
+        .collect();
+    let allowed = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .filter(|s| *s == 200)
+        .count();
+    let one = 50.0 + 100.0 * t.elapsed().as_secs_f64();
+    eprintln!(
+        "accuracy without cluster: allowed {allowed} in {secs}s, {:.2}× one budget ({one:.0})",
+        allowed as f64 / one
+    );
+    assert!(
+        allowed as f64 >= 2.7 * one,
+        "standalone replicas should each have a budget"
+    );
 }
 
 /// Probes `addrs` every 5 ms until each answers `want`; ms until the last did.

@@ -140,6 +140,18 @@ pub fn start_node(
     (s, dir)
 }
 
+/// A replica without a `cluster:` section (for comparison).
+pub fn start_standalone(upstream: SocketAddr) -> (Spawned, TempDir) {
+    let dir = TempDir::new();
+    dir.write("keys.yaml", &keys_yaml());
+    let cfg = common::config_yaml(upstream, &format!("{}{RATES}", common::ROUTES));
+    let path = dir.write("config.yaml", &cfg);
+    (
+        Spawned::start_with_env(&path, &[("KEYGATE_ADMIN_TOKEN", TOKEN)]),
+        dir,
+    )
+}
+
 impl Replicas {
     pub fn start(upstream: &Upstream, redis: &Redis, extra: &str) -> Self {
         let mut nodes = Vec::new();
