@@ -57,6 +57,8 @@ pub struct Cluster {
     bulk: ArcSwapOption<ConnectionManager>,
     /// The snapshot version in force (0 = not synced yet).
     version: AtomicU64,
+    /// A version whose keys did not fit the config (not retried until it moves).
+    failed_version: AtomicU64,
     /// The epoch of the data in force.
     epoch: Mutex<Option<String>>,
     /// The epoch vanished or changed: writes are refused.
@@ -108,6 +110,7 @@ impl Cluster {
             fast: ArcSwapOption::empty(),
             bulk: ArcSwapOption::empty(),
             version: AtomicU64::new(known.as_ref().map_or(0, |k| k.version)),
+            failed_version: AtomicU64::new(0),
             epoch: Mutex::new(known.map(|k| k.epoch)),
             epoch_lost: AtomicBool::new(false),
             redis_up: AtomicBool::new(false),
@@ -139,6 +142,7 @@ impl Cluster {
     /// Asks for a full sync now (after a SIGHUP or a local write).
     pub fn resync(&self) {
         self.version.store(0, Ordering::Release);
+        self.failed_version.store(0, Ordering::Release);
         self.changed.notify_one();
     }
 

@@ -165,7 +165,8 @@ async fn full_sync(
             tokio::task::spawn_blocking(move || source::write(&dir, &lg));
         }
         Err(e) => {
-            // Keep the version unapplied so a fix is picked up.
+            // Not retried until the version moves (a fix is a new version).
+            c.failed_version.store(state.version, Ordering::Release);
             tracing::error!(error = %e, version = state.version, "cluster keys do not fit this config; the last snapshot stays");
         }
     }
@@ -227,8 +228,10 @@ pub(crate) async fn run(c: Arc<Cluster>, shared: Arc<Shared>) {
         match polled {
             Ok((epoch, version)) => {
                 c.mark_ok();
+                let v = version.unwrap_or(0);
                 if epoch_ok(&c, epoch.as_deref())
-                    && version.unwrap_or(0) != c.version.load(Ordering::Acquire)
+                    && v != c.version.load(Ordering::Acquire)
+                    && v != c.failed_version.load(Ordering::Acquire)
                     && let Err(e) = full_sync(&c, &shared, &mut con).await
                 {
                     c.mark_down(&e);
