@@ -649,3 +649,76 @@ async fn max_staleness_fails_closed_then_recovers() {
     .status
         == 200));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
+async fn the_file_seeds_once_and_applies_only_a_higher_revision() {
+    let up = Upstream::start().await;
+    let redis = Redis::start();
+    let r = Replicas::start(&up, &redis, "");
+    let seeded = r
+        .nodes
+        .iter()
+        .filter(|n| n.log().contains("seeded the cluster"))
+        .count();
+    assert_eq!(seeded, 1, "exactly one replica seeds");
+    const NEW: &str = "file-added-key-secret-0123456789abcdefgh";
+    let with_new = |rev: u64| {
+        format!(
+            "revision: {rev}\n{}  - id: kfile\n    name: From Git\n    secret: \"{NEW}\"\n    permissions: {{ jobs: read }}\n",
+            keys_yaml()
+        )
+    };
+    // A higher revision on one replica's file: applied to every replica.
+    let t = Instant::now();
+    r.dirs[0].write("keys.yaml", &with_new(5));
+    let others: Vec<SocketAddr> = r.nodes.iter().map(|n| n.public).collect();
+    assert!(wait_until(Duration::from_secs(8), || others
+        .iter()
+        .all(|a| get(*a, "/api/v1/jobs", NEW).status == 200)));
+    eprintln!(
+        "file revision 5 applied everywhere after {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    // A stale file (lower revision, without the new key) changes nothing.
+    r.dirs[2].write("keys.yaml", &format!("revision: 3\n{}", keys_yaml()));
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        others
+            .iter()
+            .all(|a| get(*a, "/api/v1/jobs", NEW).status == 200)
+    );
+
+    // The CLI with the same config: status and export.
+    let cfg = r.dirs[1].path().join("config.yaml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(["-c", cfg.to_str().unwrap(), "cluster", "status", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["redis"]["up"], true);
+    assert_eq!(v["replicas"].as_array().map(Vec::len), Some(3), "{v}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(["-c", cfg.to_str().unwrap(), "keys", "export"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("id: kfile") && text.contains("sha256:"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(NEW) && !text.contains("secret:"),
+        "the export holds no plain key"
+    );
+}

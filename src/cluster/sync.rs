@@ -403,18 +403,22 @@ pub(crate) async fn last_used(c: Arc<Cluster>, shared: Arc<Shared>) {
 /// Applies the keys file again when its `revision:` is higher than the one the
 /// cluster last applied (a stale mounted Secret cannot undo newer changes).
 pub(crate) async fn follow_file(c: Arc<Cluster>, shared: Arc<Shared>) {
-    let mut failed_at: Option<u64> = None;
+    // The file version that needs nothing more (applied, not newer, or refused).
+    let mut settled = None;
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let snap = shared.snapshot();
-        let path = snap.config.keys_file.clone();
+        let path = shared.snapshot().config.keys_file.clone();
+        let now = crate::keys::watch::identity(&path);
+        if now.is_none() || now == settled {
+            continue;
+        }
         let Ok(file) = KeysFile::load(&path) else {
             continue;
         };
-        let Some(rev) = file.revision else { continue };
-        if failed_at == Some(rev) {
+        let Some(rev) = file.revision else {
+            settled = now;
             continue;
-        }
+        };
         let Some(mut con) = bulk(&c).await else {
             continue;
         };
@@ -427,11 +431,13 @@ pub(crate) async fn follow_file(c: Arc<Cluster>, shared: Arc<Shared>) {
         };
         let applied = applied.unwrap_or(0);
         if rev <= applied {
+            settled = now;
             continue;
         }
         let started = Instant::now();
         match apply_file(&c, &shared, &mut con, &epoch, applied, &file).await {
             Ok(()) => {
+                settled = now;
                 tracing::info!(
                     revision = rev,
                     ms = started.elapsed().as_millis() as u64,
@@ -440,7 +446,7 @@ pub(crate) async fn follow_file(c: Arc<Cluster>, shared: Arc<Shared>) {
                 c.changed.notify_one();
             }
             Err(e) => {
-                failed_at = Some(rev);
+                settled = now;
                 tracing::error!(revision = rev, error = %e, "the keys file was not applied to the cluster");
             }
         }
@@ -499,10 +505,10 @@ async fn apply_file(
         inv.arg(id).arg(lname).arg(json);
     }
     let (outcome, _v): (String, u64) = inv.invoke_async(con).await.map_err(|e| e.to_string())?;
-    if outcome == "ok" {
-        Ok(())
-    } else {
-        Err(format!("refused by the cluster store: {outcome}"))
+    match outcome.as_str() {
+        // `moved`: another replica applied a file meanwhile; the next look decides.
+        "ok" | "moved" => Ok(()),
+        _ => Err(format!("refused by the cluster store: {outcome}")),
     }
 }
 
