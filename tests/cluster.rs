@@ -15,13 +15,24 @@ use std::time::{Duration, Instant};
 use common::{SECRET_READ, Upstream, metric};
 use support::*;
 
-/// Sends `total` paced requests per client; returns the statuses.
+/// Sends paced requests on one keep-alive connection; returns the statuses.
 fn paced(
     addr: SocketAddr,
     key: &'static str,
     per_sec: f64,
     secs: f64,
 ) -> std::thread::JoinHandle<Vec<u16>> {
+    let h = paced_timed(addr, key, per_sec, secs);
+    std::thread::spawn(move || h.join().unwrap().into_iter().map(|(s, _)| s).collect())
+}
+
+/// As [`paced`], with each request's latency in ms.
+fn paced_timed(
+    addr: SocketAddr,
+    key: &'static str,
+    per_sec: f64,
+    secs: f64,
+) -> std::thread::JoinHandle<Vec<(u16, f64)>> {
     std::thread::spawn(move || {
         let mut c = Client::new(addr);
         let start = Instant::now();
@@ -32,7 +43,9 @@ fn paced(
             if let Some(w) = due.checked_duration_since(Instant::now()) {
                 std::thread::sleep(w);
             }
-            out.push(c.get("/api/v1/jobs", key));
+            let t = Instant::now();
+            let status = c.get("/api/v1/jobs", key);
+            out.push((status, t.elapsed().as_secs_f64() * 1000.0));
         }
         out
     })
@@ -403,11 +416,24 @@ async fn redis_down_uses_the_local_share_and_recovers() {
     let handles: Vec<_> = r
         .nodes
         .iter()
-        .map(|n| paced(n.public, LIMITED, 200.0, outage))
+        .map(|n| paced_timed(n.public, LIMITED, 200.0, outage))
         .collect();
-    let results: Vec<Vec<u16>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let timed: Vec<(u16, f64)> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     let secs = t.elapsed().as_secs_f64();
-    let all = results.concat();
+    let all: Vec<u16> = timed.iter().map(|x| x.0).collect();
+    let mut lat: Vec<f64> = timed.iter().map(|x| x.1).collect();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let slow = lat.iter().filter(|l| **l > 50.0).count();
+    eprintln!(
+        "redis down latency: p50 {:.2}ms p99 {:.2}ms max {:.1}ms, {slow} requests over 50 ms",
+        pct(&lat, 0.5),
+        pct(&lat, 0.99),
+        lat.last().unwrap()
+    );
+    assert!(slow <= 30, "only the first few requests may wait for Redis");
     let allowed = all.iter().filter(|s| **s == 200).count();
     let errors = all.iter().filter(|s| **s >= 500 || **s == 0).count();
     let bound = 1.1 * (100.0 * secs + 50.0);
@@ -469,6 +495,36 @@ async fn redis_down_uses_the_local_share_and_recovers() {
         (allowed as f64 - expected).abs() / expected <= 0.1,
         "allowed {allowed}"
     );
+    // A hung Redis (SIGSTOP): only the first requests wait for the short timeout.
+    redis.pause(true);
+    let t = Instant::now();
+    let handles: Vec<_> = r
+        .nodes
+        .iter()
+        .map(|n| paced_timed(n.public, LIMITED, 200.0, 2.0))
+        .collect();
+    let timed: Vec<(u16, f64)> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let secs = t.elapsed().as_secs_f64();
+    redis.pause(false);
+    let errors = timed.iter().filter(|x| x.0 >= 500 || x.0 == 0).count();
+    let allowed = timed.iter().filter(|x| x.0 == 200).count();
+    let mut lat: Vec<f64> = timed.iter().map(|x| x.1).collect();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let slow = lat.iter().filter(|l| **l > 50.0).count();
+    eprintln!(
+        "redis hung: {} requests in {secs:.2}s, allowed {allowed}, 5xx {errors}, p50 {:.2}ms p99 {:.2}ms max {:.1}ms, {slow} over 50 ms",
+        timed.len(),
+        pct(&lat, 0.5),
+        pct(&lat, 0.99),
+        lat.last().unwrap()
+    );
+    assert_eq!(errors, 0);
+    assert!(slow <= 30, "{slow} requests waited");
+    assert!((allowed as f64) <= 1.1 * (100.0 * secs + 50.0) + 50.0);
+
     // The store came back empty: keys still served, writes refused.
     assert_eq!(
         get(r.nodes[2].public, "/api/v1/candidates", SECRET_READ).status,

@@ -84,6 +84,20 @@ impl Redis {
         }
     }
 
+    /// SIGSTOP / SIGCONT: a server that hangs (connections open, no answers).
+    pub fn pause(&self, on: bool) {
+        let pid = self.child.as_ref().unwrap().id();
+        let sig = if on { "-STOP" } else { "-CONT" };
+        assert!(
+            Command::new("kill")
+                .arg(sig)
+                .arg(pid.to_string())
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
     /// A new, empty server on the same port.
     pub fn restart(&mut self) {
         self.kill();
@@ -93,6 +107,9 @@ impl Redis {
 
 impl Drop for Redis {
     fn drop(&mut self) {
+        if self.child.is_some() {
+            self.pause(false);
+        }
         self.kill();
     }
 }
