@@ -778,3 +778,35 @@ async fn the_file_seeds_once_and_applies_only_a_higher_revision() {
         "the export holds no plain key"
     );
 }
+
+/// The compose example's cluster config is valid (needs no Redis: `check` does not
+/// connect).
+#[test]
+fn the_cluster_compose_example_passes_check() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/cluster");
+    let dir = common::TempDir::new();
+    let root = dir.path().display().to_string();
+    let config = std::fs::read_to_string(src.join("config.yaml")).unwrap();
+    dir.write(
+        "config.yaml",
+        &config
+            .replace("/etc/keygate/keys.yaml", &format!("{root}/keys.yaml"))
+            .replace("/var/lib/keygate", &format!("{root}/state"))
+            .replace("/var/log/keygate", &format!("{root}/logs")),
+    );
+    dir.write(
+        "keys.yaml",
+        &std::fs::read_to_string(src.join("keys.yaml")).unwrap(),
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .arg("-c")
+        .arg(dir.path().join("config.yaml"))
+        .arg("check")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
