@@ -374,8 +374,10 @@ pub fn logs(config_path: &Path, a: LogsArgs) -> Result<(), String> {
     if a.limit == 0 {
         return Err("--limit must be at least 1".into());
     }
-    // cluster: the recent requests of every replica.
-    if let Some(c) = &config.cluster {
+    // cluster: the recent requests of every replica (`--follow` reads the local log).
+    if let Some(c) = &config.cluster
+        && !a.follow
+    {
         return crate::cluster::cli_logs(c, &filter, a.limit, a.json);
     }
     crate::logs::run(path, &filter, a.limit, a.json, a.follow)

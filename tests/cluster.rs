@@ -810,3 +810,37 @@ fn the_cluster_compose_example_passes_check() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
+async fn starts_without_redis_and_seeds_when_it_comes() {
+    let up = Upstream::start().await;
+    let mut redis = Redis::start();
+    redis.kill();
+    let (a, dir) = start_node(up.addr, &redis, "a", "");
+    // Serving from the keys file, the shared limit falling back.
+    assert_eq!(get(a.public, "/api/v1/candidates", SECRET_READ).status, 200);
+    assert_eq!(metric(a.metrics, "keygate_cluster_redis_up"), 0.0);
+    redis.restart();
+    let mut con = redis.con();
+    assert!(wait_until(Duration::from_secs(10), || {
+        redis::cmd("EXISTS")
+            .arg("kg:{t}:epoch")
+            .query::<bool>(&mut con)
+            .unwrap()
+    }));
+    assert!(wait_until(Duration::from_secs(5), || metric(
+        a.metrics,
+        "keygate_cluster_snapshot_version"
+    ) >= 1.0));
+    // The last-good copy is written: the next start needs no Redis.
+    assert!(wait_until(Duration::from_secs(5), || state_dir(&dir)
+        .join("cluster_keys.json")
+        .exists()));
+    let copy = std::fs::read_to_string(state_dir(&dir).join("cluster_keys.json")).unwrap();
+    assert!(
+        !copy.contains(SECRET_READ),
+        "the last-good copy holds no plain key"
+    );
+    assert_eq!(get(a.public, "/api/v1/candidates", SECRET_READ).status, 200);
+}

@@ -131,7 +131,7 @@ async fn full_sync(
 ) -> redis::RedisResult<()> {
     let raw: store::Raw = store::read_pipe(&c.layout).query_async(con).await?;
     c.mark_ok();
-    let (state, sources) = match store::decode(raw) {
+    let (state, _sources) = match store::decode(raw) {
         Ok(x) => x,
         Err(e) => {
             tracing::error!(error = %e, "cluster data cannot be read; the last snapshot stays");
@@ -141,7 +141,6 @@ async fn full_sync(
     if !epoch_ok(c, state.epoch.as_deref()) {
         return Ok(());
     }
-    let _ = sources;
     match shared.install_keys(&state.file) {
         Ok(n) => {
             c.version.store(state.version, Ordering::Release);
