@@ -275,7 +275,7 @@ pub fn keys(config_path: &Path, cmd: KeysCommand) -> Result<(), String> {
                         replace_permissions: None,
                         rate_limit,
                         expires_at,
-                        if_match: None,
+                        if_match: None, // cluster:
                     },
                 )
                 .map_err(|e| e.to_string())?;

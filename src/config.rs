@@ -406,7 +406,7 @@ impl Config {
                 max_size: f.access_log.max_size.value.max(1),
                 max_files: f.access_log.max_files,
             },
-            cluster,
+            cluster, // cluster:
             capped,
         })
     }

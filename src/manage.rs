@@ -203,6 +203,7 @@ impl Manager {
         validate_name(&new.name).map_err(|e| WriteError::Rejected(format!("name: {e}")))?;
         let secret = mint().map_err(|e| WriteError::Rejected(format!("no randomness: {e}")))?;
         let created = self.update(None, |file| {
+            // cluster: via self.update
             let mut id = KeyId::generate()
                 .map_err(|e| WriteError::Rejected(format!("no randomness: {e}")))?;
             while file.keys.iter().any(|k| k.id == id.as_str()) {
@@ -246,6 +247,7 @@ impl Manager {
     pub fn edit(&self, selector: &str, edit: KeyEdit) -> Result<KeyEntry, WriteError> {
         let mut changed: Vec<&str> = Vec::new();
         let entry = self.update(edit.if_match, |file| {
+            // cluster: via self.update
             let i = find(file, selector).ok_or_else(|| not_found(selector))?;
             let k = &mut file.keys[i];
             if let Some(n) = &edit.name {
@@ -291,6 +293,7 @@ impl Manager {
         if_match: Option<u64>,
     ) -> Result<KeyEntry, WriteError> {
         let entry = self.update(if_match, |file| {
+            // cluster: via self.update
             let i = find(file, selector).ok_or_else(|| not_found(selector))?;
             let entry = file.keys.remove(i);
             self.validate(file)?;
@@ -318,6 +321,7 @@ impl Manager {
 
     pub fn set_api(&self, enabled: bool) -> Result<(), WriteError> {
         self.update(None, |file| {
+            // cluster: via self.update
             file.api_enabled = enabled;
             Ok(())
         })?;

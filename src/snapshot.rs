@@ -141,7 +141,7 @@ impl Shared {
             observer,
             metrics,
             shutting_down: AtomicBool::new(false),
-            cluster: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(), // cluster:
         }
     }
 

@@ -105,7 +105,7 @@ impl KeysFile {
             return Ok(Self {
                 api_enabled: true,
                 keys: Vec::new(),
-                revision: None,
+                revision: None, // cluster:
                 entry_positions: Vec::new(),
             });
         }

@@ -318,7 +318,7 @@ mod tests {
             permissions,
             rate_limit: None,
             expires_at: None,
-            revision: None,
+            revision: None, // cluster:
         }
     }
 
