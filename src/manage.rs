@@ -236,6 +236,11 @@ impl Manager {
             Some(&created.id),
             &["name", "permissions", "rate_limit", "expires_at"],
         );
+        // cluster: a new key's first revision.
+        let mut created = created;
+        if self.cluster.is_some() {
+            created.revision = Some(1);
+        }
         let sealed = created.sealed.is_some();
         Ok(Created {
             entry: created,
@@ -278,6 +283,11 @@ impl Manager {
             Ok(entry)
         })?;
         changed.dedup();
+        // cluster: the write was a compare-and-set on the revision read: one more now.
+        let mut entry = entry;
+        if self.cluster.is_some() {
+            entry.revision = entry.revision.map(|r| r + 1);
+        }
         self.audit("key.edit", Some(&entry.id), &changed);
         Ok(entry)
     }

@@ -346,6 +346,10 @@ async fn writes_compare_and_set_and_file_keys_are_read_only() {
         &[("If-Match", &rev.to_string())],
     );
     assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(c.json()["revision"].as_u64(), Some(1), "{}", c.body);
+    assert_eq!(ok.json()["revision"].as_u64(), Some(rev + 1), "{}", ok.body);
+    let now = admin(a, "GET", &format!("keys/{id}"), "", &[]).json();
+    assert_eq!(now["revision"].as_u64(), Some(rev + 1));
     // The same (now stale) revision from A: refused.
     let stale = admin(
         a,
