@@ -15,9 +15,11 @@
 //! Missing data is never read as "deleted": when the epoch marker changes or
 //! vanishes, replicas keep their last snapshot and refuse writes.
 
+mod lastused;
 pub mod limit;
 pub mod logs;
 mod metrics;
+mod seed;
 pub mod settings;
 pub mod source;
 pub mod status;
@@ -130,8 +132,8 @@ impl Cluster {
         tokio::spawn(sync::run(self.clone(), shared.clone()));
         tokio::spawn(sync::read_changes(self.clone()));
         tokio::spawn(status::heartbeat(self.clone(), shared.clone()));
-        tokio::spawn(sync::last_used(self.clone(), shared.clone()));
-        tokio::spawn(sync::follow_file(self.clone(), shared));
+        tokio::spawn(lastused::run(self.clone(), shared.clone()));
+        tokio::spawn(seed::follow_file(self.clone(), shared));
         tokio::spawn(logs::flush(self.clone()));
     }
 

@@ -1,24 +1,19 @@
 //! Keeping the replica's snapshot in step with Redis.
 //!
-//! [`run`] connects (retrying), seeds an empty cluster from the keys file once (the
-//! seeding script is atomic: exactly one replica wins), then polls the version and
-//! the epoch every [`POLL`] and whenever [`read_changes`] sees a change record.
-//! A version change means one atomic read of the whole set and one snapshot swap;
+//! [`run`] connects (retrying), seeds an empty cluster once ([`super::seed`]),
+//! then polls the version and the epoch every [`POLL`] and whenever
+//! [`read_changes`] sees a change record. A version change means one atomic read of the whole set and one snapshot swap;
 //! the last-good copy in `state_dir` follows. An epoch that vanished or changed is
 //! never applied: the last snapshot stays and writes are refused.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::store::{self, Source};
+use super::store::{self};
 use super::{Cluster, POLL, REQUEST_TIMEOUT, lock, source};
-use crate::keys::file::KeysFile;
-use crate::keys::store::KeySet;
 use crate::snapshot::Shared;
 
 async fn manager(c: &Cluster, timeout: Duration) -> redis::RedisResult<ConnectionManager> {
@@ -55,72 +50,6 @@ async fn connect(c: &Arc<Cluster>) {
 
 pub(crate) async fn bulk(c: &Cluster) -> Option<ConnectionManager> {
     c.bulk.load_full().map(|m| (*m).clone())
-}
-
-/// The keys file as the cluster stores it.
-fn file_entries(file: &KeysFile) -> Result<Vec<(String, String, String)>, String> {
-    let seal = crate::keys::seal::SealKey::from_env()?;
-    file.keys
-        .iter()
-        .map(|e| {
-            let s = store::to_stored(e.clone(), Source::File, seal.as_ref())?;
-            Ok((e.id.clone(), e.name.to_lowercase(), store::stored_json(&s)))
-        })
-        .collect()
-}
-
-fn new_epoch() -> String {
-    let mut b = [0u8; 12];
-    let _ = getrandom::fill(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// Seeds an empty cluster from the keys file. Only a replica that never knew an
-/// epoch seeds: one that did sees a wiped store, which is not "no keys".
-async fn seed(c: &Cluster, shared: &Shared, con: &mut ConnectionManager) -> redis::RedisResult<()> {
-    let exists: bool = con.exists(&c.layout.epoch).await?;
-    if exists || lock(&c.epoch).is_some() {
-        return Ok(());
-    }
-    let path = shared.snapshot().config.keys_file.clone();
-    let file = match KeysFile::load(&path) {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot seed the cluster from the keys file");
-            return Ok(());
-        }
-    };
-    let entries = match file_entries(&file) {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot seed the cluster from the keys file");
-            return Ok(());
-        }
-    };
-    let l = &c.layout;
-    let script = store::apply_file();
-    let mut inv = script.prepare_invoke();
-    inv.key(&l.epoch)
-        .key(&l.keys)
-        .key(&l.revs)
-        .key(&l.names)
-        .key(&l.version)
-        .key(&l.changes)
-        .key(&l.file_revision)
-        .key(&l.api);
-    inv.arg("")
-        .arg(new_epoch())
-        .arg("0")
-        .arg(file.revision.unwrap_or(0).to_string())
-        .arg(if file.api_enabled { "1" } else { "0" });
-    for (id, lname, json) in &entries {
-        inv.arg(id).arg(lname).arg(json);
-    }
-    let (outcome, version): (String, u64) = inv.invoke_async(con).await?;
-    if outcome == "ok" {
-        tracing::info!(node = %c.cfg.node_name, keys = entries.len(), version, "seeded the cluster from the keys file");
-    }
-    Ok(())
 }
 
 /// Reads the whole set and swaps it in when its version is new.
@@ -214,7 +143,7 @@ pub(crate) async fn run(c: Arc<Cluster>, shared: Arc<Shared>) {
             continue;
         };
         if !seeded {
-            match seed(&c, &shared, &mut con).await {
+            match super::seed::seed(&c, &shared, &mut con).await {
                 Ok(()) => seeded = true,
                 Err(e) => c.mark_down(&e),
             }
@@ -339,176 +268,6 @@ fn last_id(v: &redis::Value) -> Option<String> {
     let mut out = None;
     walk(v, &mut out);
     out
-}
-
-/// How often last-used times are pushed and pulled.
-pub(super) const LAST_USED_EVERY: Duration = Duration::from_secs(2);
-
-/// Pushes this replica's newest use per key (`ZADD GT`: values only move forward)
-/// and pulls the cluster's, so the console shows the newest time any replica saw.
-pub(crate) async fn last_used(c: Arc<Cluster>, shared: Arc<Shared>) {
-    let mut pushed: HashMap<String, i64> = HashMap::new();
-    loop {
-        tokio::time::sleep(LAST_USED_EVERY).await;
-        let Some(mut con) = bulk(&c).await else {
-            continue;
-        };
-        let snap = shared.snapshot();
-        let fresh: Vec<(i64, String)> = snap
-            .keys
-            .iter()
-            .filter_map(|k| {
-                let ms = k.last_used.load(Ordering::Relaxed);
-                (ms > 0 && pushed.get(k.id.as_str()).is_none_or(|p| *p < ms))
-                    .then(|| (ms, k.id.as_str().to_string()))
-            })
-            .collect();
-        if !fresh.is_empty() {
-            let mut cmd = redis::cmd("ZADD");
-            cmd.arg(&c.layout.last_used).arg("GT");
-            for (ms, id) in &fresh {
-                cmd.arg(*ms).arg(id);
-            }
-            match cmd.query_async::<i64>(&mut con).await {
-                Ok(_) => {
-                    for (ms, id) in fresh {
-                        pushed.insert(id, ms);
-                    }
-                }
-                Err(e) => {
-                    c.mark_down(&e);
-                    continue;
-                }
-            }
-        }
-        pushed.retain(|id, _| snap.keys.get_str(id).is_some());
-        let all: redis::RedisResult<Vec<(String, i64)>> = redis::cmd("ZRANGE")
-            .arg(&c.layout.last_used)
-            .arg(0)
-            .arg(-1)
-            .arg("WITHSCORES")
-            .query_async(&mut con)
-            .await;
-        if let Ok(all) = all {
-            for (id, ms) in all {
-                if let Some(k) = snap.keys.get_str(&id) {
-                    k.last_used.fetch_max(ms, Ordering::Relaxed);
-                }
-            }
-        }
-    }
-}
-
-/// Applies the keys file again when its `revision:` is higher than the one the
-/// cluster last applied (a stale mounted Secret cannot undo newer changes).
-pub(crate) async fn follow_file(c: Arc<Cluster>, shared: Arc<Shared>) {
-    // The file version that needs nothing more (applied, not newer, or refused).
-    let mut settled = None;
-    loop {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let path = shared.snapshot().config.keys_file.clone();
-        let now = crate::keys::watch::identity(&path);
-        if now.is_none() || now == settled {
-            continue;
-        }
-        let Ok(file) = KeysFile::load(&path) else {
-            continue;
-        };
-        let Some(rev) = file.revision else {
-            settled = now;
-            continue;
-        };
-        let Some(mut con) = bulk(&c).await else {
-            continue;
-        };
-        let Some(epoch) = lock(&c.epoch).clone() else {
-            continue;
-        };
-        let applied: Option<u64> = match con.get(&c.layout.file_revision).await {
-            Ok(v) => v,
-            Err(_) => continue,
-        };
-        let applied = applied.unwrap_or(0);
-        if rev <= applied {
-            settled = now;
-            continue;
-        }
-        let started = Instant::now();
-        match apply_file(&c, &shared, &mut con, &epoch, applied, &file).await {
-            Ok(()) => {
-                settled = now;
-                tracing::info!(
-                    revision = rev,
-                    ms = started.elapsed().as_millis() as u64,
-                    "applied the keys file to the cluster"
-                );
-                c.changed.notify_one();
-            }
-            Err(e) => {
-                settled = now;
-                tracing::error!(revision = rev, error = %e, "the keys file was not applied to the cluster");
-            }
-        }
-    }
-}
-
-async fn apply_file(
-    c: &Cluster,
-    shared: &Shared,
-    con: &mut ConnectionManager,
-    epoch: &str,
-    applied: u64,
-    file: &KeysFile,
-) -> Result<(), String> {
-    // Validate the merged set (keys made through the API stay) before writing.
-    let raw: store::Raw = store::read_pipe(&c.layout)
-        .query_async(con)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (state, sources) = store::decode(raw)?;
-    let mut merged = file.clone();
-    merged.keys.extend(
-        state
-            .file
-            .keys
-            .into_iter()
-            .filter(|k| sources.get(&k.id) == Some(&Source::Api)),
-    );
-    let cfg = shared.snapshot().config.clone();
-    KeySet::build(
-        &cfg.keys_file,
-        &merged,
-        &cfg.policy,
-        &cfg.rate_limit.per_key,
-        None,
-    )
-    .map_err(|e| e.to_string())?;
-    let entries = file_entries(file)?;
-    let l = &c.layout;
-    let script = store::apply_file();
-    let mut inv = script.prepare_invoke();
-    inv.key(&l.epoch)
-        .key(&l.keys)
-        .key(&l.revs)
-        .key(&l.names)
-        .key(&l.version)
-        .key(&l.changes)
-        .key(&l.file_revision)
-        .key(&l.api);
-    inv.arg(epoch)
-        .arg("")
-        .arg(applied.to_string())
-        .arg(file.revision.unwrap_or(0).to_string())
-        .arg("");
-    for (id, lname, json) in &entries {
-        inv.arg(id).arg(lname).arg(json);
-    }
-    let (outcome, _v): (String, u64) = inv.invoke_async(con).await.map_err(|e| e.to_string())?;
-    match outcome.as_str() {
-        // `moved`: another replica applied a file meanwhile; the next look decides.
-        "ok" | "moved" => Ok(()),
-        _ => Err(format!("refused by the cluster store: {outcome}")),
-    }
 }
 
 #[cfg(test)]
