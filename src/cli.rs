@@ -5,6 +5,7 @@
 //! May import anything below it.
 
 pub(crate) mod args;
+pub(crate) mod cluster;
 pub(crate) mod commands;
 pub(crate) mod demo;
 pub(crate) mod env;
@@ -38,6 +39,7 @@ pub fn main() -> ExitCode {
         Command::Keys(cmd) => commands::keys(&config_path, cmd),
         Command::Api { state } => commands::api(&config_path, state),
         Command::Logs(args) => commands::logs(&config_path, args),
+        Command::Cluster(cmd) => commands::cluster(&config_path, cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

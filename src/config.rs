@@ -5,6 +5,7 @@
 //! (where the parser knows it) and the field. Relative paths are resolved against the
 //! directory of config.yaml.
 
+pub(crate) mod cluster;
 pub(crate) mod file;
 pub(crate) mod identity;
 pub(crate) mod units;
@@ -210,6 +211,8 @@ pub(crate) struct Config {
     pub(crate) limits: Limits,
     pub(crate) trusted_proxies: Vec<IpNet>,
     pub(crate) access_log: AccessLogConfig,
+    // cluster: the validated `cluster:` section; `None` = this gateway alone.
+    pub(crate) cluster: Option<crate::config::cluster::ClusterConfig>,
     /// Values that were capped at load (`timeouts.idle`), for a warning.
     pub(crate) capped: Vec<String>,
 }
@@ -375,6 +378,13 @@ impl Config {
             return Err("admin.token_env: name an environment variable".into());
         }
 
+        // cluster: validate the `cluster:` section.
+        let cluster = f
+            .cluster
+            .as_ref()
+            .map(crate::config::cluster::ClusterConfig::from_file)
+            .transpose()?;
+
         Ok(Self {
             path: path.to_path_buf(),
             listen: addr("listen", &f.listen)?,
@@ -415,11 +425,19 @@ impl Config {
                 max_size: f.access_log.max_size.value.max(1),
                 max_files: f.access_log.max_files,
             },
+            cluster, // cluster:
             capped,
         })
     }
 
     /// Fields that a reload cannot apply (they need a restart), described.
+    /// Hands the Redis password (read by the binary) to the `cluster:` section.
+    pub(crate) fn set_redis_password(&mut self, password: Option<&str>) {
+        if let Some(c) = &mut self.cluster {
+            c.password = password.map(|p| crate::keys::Secret::new(p.to_string()));
+        }
+    }
+
     pub(crate) fn restart_required(&self, new: &Config) -> Vec<&'static str> {
         let mut v = Vec::new();
         if self.listen != new.listen {
@@ -446,6 +464,10 @@ impl Config {
         }
         if self.admin.token_env != new.admin.token_env {
             v.push("admin.token_env");
+        }
+        // cluster: the store and the node are chosen at start.
+        if self.cluster != new.cluster {
+            v.push("cluster");
         }
         v
     }

@@ -8,6 +8,7 @@
 //! `gateway`.
 
 pub(crate) mod admin;
+pub(crate) mod cluster;
 pub(crate) mod health;
 pub(crate) mod manage;
 pub(crate) mod reload;

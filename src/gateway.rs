@@ -61,6 +61,8 @@ pub struct GatewayOptions {
     pub admin_token: Option<String>,
     /// The seal key, base64 of 32 bytes (`None` = new keys cannot be revealed).
     pub seal_key: Option<String>,
+    /// The Redis password in cluster mode (`None` = none, or in the URL).
+    pub redis_password: Option<String>,
 }
 
 impl Default for GatewayOptions {
@@ -69,6 +71,7 @@ impl Default for GatewayOptions {
             observer: Arc::new(NoObserver),
             admin_token: None,
             seal_key: None,
+            redis_password: None,
         }
     }
 }
@@ -78,6 +81,7 @@ impl std::fmt::Debug for GatewayOptions {
         f.debug_struct("GatewayOptions")
             .field("admin_token", &self.admin_token.as_ref().map(|_| "…"))
             .field("seal_key", &self.seal_key.as_ref().map(|_| "…"))
+            .field("redis_password", &self.redis_password.as_ref().map(|_| "…"))
             .finish_non_exhaustive()
     }
 }
@@ -88,6 +92,8 @@ struct Observers {
     metrics: Arc<Metrics>,
     log: Arc<AccessLog>,
     extra: Arc<dyn Observer>,
+    // cluster: the shared recent-requests stream.
+    cluster: Option<Arc<crate::control::cluster::Cluster>>,
 }
 
 impl Observer for Observers {
@@ -99,6 +105,9 @@ impl Observer for Observers {
     fn finished(&self, r: &Record) {
         self.metrics.request_finished(r);
         self.log.record(r);
+        if let Some(c) = &self.cluster {
+            c.record(r);
+        }
         self.extra.finished(r);
     }
 }
@@ -107,6 +116,7 @@ impl Observer for Observers {
 pub struct Gateway {
     snapshots: Snapshots,
     reloader: Arc<Reloader>,
+    cluster: Option<Arc<crate::control::cluster::Cluster>>,
     readiness: Readiness,
     pub public_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
@@ -165,7 +175,7 @@ impl Gateway {
             )),
             None => None,
         };
-        let (snapshot, notes) = reload::load(config_path, None)?;
+        let (snapshot, notes) = reload::load(config_path, None, options.redis_password.as_deref())?;
         for n in notes {
             tracing::warn!("{n}");
         }
@@ -186,16 +196,21 @@ impl Gateway {
         let access_log = Arc::new(
             AccessLog::start(&cfg.access_log, metrics.clone()).map_err(StartError::AccessLog)?,
         );
+        // The cluster handle (None without a `cluster:` section).
+        let cluster = crate::control::cluster::Cluster::new(&cfg, &metrics, seal.clone())
+            .map_err(StartError::State)?;
         let observers = Arc::new(Observers {
             metrics: metrics.clone(),
             log: access_log.clone(),
             extra: options.observer,
+            cluster: cluster.clone(),
         });
         let keys_count = snapshot.keys.len();
         let (snapshots, publisher) = Snapshots::new(snapshot, observers, metrics.clone());
         let reloader = Arc::new(Reloader::new(
             config_path.to_path_buf(),
-            KeySource::File(cfg.keys_file.clone()),
+            options.redis_password.clone(),
+            KeySource::from_config(&cfg),
             publisher,
             metrics.clone(),
             access_log.clone(),
@@ -225,7 +240,16 @@ impl Gateway {
             },
             public_rx,
         ));
-        tokio::spawn(keys_watch::watch(reloader.clone()));
+        // Keys follow the cluster store in cluster mode, else the keys file.
+        match &cluster {
+            Some(c) => {
+                snapshots.set_shared_limit(c.clone());
+                c.start(reloader.clone());
+            }
+            None => {
+                tokio::spawn(keys_watch::watch(reloader.clone()));
+            }
+        }
         tokio::spawn(flush_last_used(snapshots.clone()));
         let health_task = tokio::spawn(server::serve(
             Listener {
@@ -246,6 +270,7 @@ impl Gateway {
             reloader.clone(),
             options.admin_token.as_deref(),
             seal,
+            cluster.clone(),
         ));
         if !admin.enabled() {
             tracing::info!(env = %cfg.admin.token_env, "admin API off (no token set); the console at / still loads");
@@ -265,6 +290,7 @@ impl Gateway {
         Ok(Self {
             snapshots,
             reloader,
+            cluster,
             readiness,
             public_addr,
             metrics_addr,
@@ -281,7 +307,12 @@ impl Gateway {
     /// Reloads config and keys (SIGHUP; the same code as `POST /admin/v1/reload`).
     /// The old snapshot stays on error.
     pub fn reload(&self) -> Result<(), LoadError> {
-        self.reloader.reload()
+        self.reloader.reload()?;
+        // In cluster mode the keys came from the last-good copy: sync again now.
+        if let Some(c) = &self.cluster {
+            c.resync();
+        }
+        Ok(())
     }
 
     /// Re-reads only the keys (what the watcher does); returns how many are in force.

@@ -51,6 +51,9 @@ pub(crate) enum Command {
     },
     /// Show the API request log, newest first (the "API Logs" page).
     Logs(LogsArgs),
+    /// Cluster mode: show the shared store, the version and the replicas.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Run a self-contained demo: a sample API as upstream, two sample keys, and
     /// ready-to-paste curl commands. Needs no files. Ctrl-C stops it.
     Demo {
@@ -133,11 +136,33 @@ pub(crate) enum KeysCommand {
         #[arg(long)]
         yes: bool,
     },
+    /// Cluster mode: write the cluster's keys as a keys file (for GitOps).
+    Export {
+        /// Write to FILE (mode 0600) instead of standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Print a key's full value (operator-supplied keys, or keys sealed with
     /// KEYGATE_SEAL_KEY).
     Reveal {
         #[arg(value_name = "ID|NAME")]
         key: String,
+    },
+}
+
+/// The `cluster` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClusterCommand {
+    /// The shared store, the cluster version and every replica's version and staleness.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the cluster's keys as a keys file (standard output or -o FILE).
+    #[command(hide = true)]
+    Export {
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
 }
 

@@ -8,9 +8,8 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
-use crate::cli::args::{ApiState, KeysCommand, LogsArgs};
+use crate::cli::args::{ApiState, ClusterCommand, KeysCommand, LogsArgs};
 use crate::cli::output;
-use crate::config::Config;
 use crate::control::manage::{self, KeyEdit, Manager, NewKey, parse_expiry};
 use crate::control::state_dir;
 use crate::keys::Level;
@@ -18,7 +17,7 @@ use crate::keys::file::{KeyEntry, KeyRateFile};
 use crate::ratelimit::{Per, Rate};
 
 fn manager(config_path: &Path) -> Result<Manager, String> {
-    let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    let config = super::env::load_config(config_path)?;
     Ok(Manager::open(
         Arc::new(config),
         super::env::actor(),
@@ -279,6 +278,7 @@ pub(crate) fn keys(config_path: &Path, cmd: KeysCommand) -> Result<(), String> {
                         replace_permissions: None,
                         rate_limit,
                         expires_at,
+                        if_match: None, // cluster:
                     },
                 )
                 .map_err(|e| e.to_string())?;
@@ -305,12 +305,23 @@ pub(crate) fn keys(config_path: &Path, cmd: KeysCommand) -> Result<(), String> {
             output::line(&format!("Deleted key '{}' (id {}).", e.name, e.id));
             Ok(())
         }
+        // cluster: the cluster's keys as a keys file.
+        KeysCommand::Export { output } => {
+            let config = super::env::load_config(config_path)?;
+            super::cluster::cli(&config, ClusterCommand::Export { output })
+        }
         KeysCommand::Reveal { key } => {
             let s = m.reveal(&key).map_err(|e| e.to_string())?;
             output::line(s.expose());
             Ok(())
         }
     }
+}
+
+// cluster: `keygate cluster status` and `keygate keys export`.
+pub(crate) fn cluster(config_path: &Path, cmd: ClusterCommand) -> Result<(), String> {
+    let config = super::env::load_config(config_path)?;
+    super::cluster::cli(&config, cmd)
 }
 
 pub(crate) fn api(config_path: &Path, want: ApiState) -> Result<(), String> {
@@ -338,7 +349,7 @@ pub(crate) fn api(config_path: &Path, want: ApiState) -> Result<(), String> {
 }
 
 pub(crate) fn logs(config_path: &Path, a: LogsArgs) -> Result<(), String> {
-    let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    let config = super::env::load_config(config_path)?;
     let crate::config::LogTarget::File(path) = &config.access_log.target else {
         return Err("access_log.path is \"-\" (standard output): there is no file to read".into());
     };
@@ -365,6 +376,12 @@ pub(crate) fn logs(config_path: &Path, a: LogsArgs) -> Result<(), String> {
     };
     if a.limit == 0 {
         return Err("--limit must be at least 1".into());
+    }
+    // cluster: the recent requests of every replica (`--follow` reads the local log).
+    if let Some(c) = &config.cluster
+        && !a.follow
+    {
+        return super::cluster::cli_logs(c, &filter, a.limit, a.json);
     }
     crate::cli::logs::run(path, &filter, a.limit, a.json, a.follow)
 }

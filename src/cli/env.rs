@@ -93,3 +93,28 @@ fn user_name(uid: u32) -> Option<String> {
         (id.parse::<u32>().ok()? == uid).then(|| name.to_string())
     })
 }
+
+/// Loads config.yaml and hands it what the library must not read itself: the
+/// Redis password of a `cluster:` section (`$<redis_password_env>`, else the file
+/// named by `$<redis_password_env>_FILE`).
+pub(crate) fn load_config(path: &Path) -> Result<crate::config::Config, String> {
+    let mut config = crate::config::Config::load(path).map_err(|e| e.to_string())?;
+    let password = redis_password(&config);
+    config.set_redis_password(password.as_deref());
+    Ok(config)
+}
+
+/// The Redis password named by the config's `cluster.redis_password_env`.
+pub(crate) fn redis_password(config: &crate::config::Config) -> Option<String> {
+    let name = config.cluster.as_ref()?.password_env.as_deref()?;
+    if let Ok(p) = std::env::var(name)
+        && !p.is_empty()
+    {
+        return Some(p);
+    }
+    let path = std::env::var(format!("{name}_FILE")).ok()?;
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|p| p.trim_end_matches(['\r', '\n']).to_string())
+        .filter(|p| !p.is_empty())
+}

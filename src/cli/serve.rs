@@ -48,6 +48,7 @@ fn options(config_path: &Path) -> Result<GatewayOptions, String> {
     Ok(GatewayOptions {
         admin_token: super::env::admin_token(&config.admin.token_env),
         seal_key: super::env::seal_key_text()?,
+        redis_password: super::env::redis_password(&config),
         ..GatewayOptions::default()
     })
 }

@@ -40,6 +40,9 @@ pub(crate) struct ConfigFile {
     pub(crate) trusted_proxies: Vec<String>,
     #[serde(default)]
     pub(crate) access_log: AccessLogFile,
+    // cluster: the optional `cluster:` section (SPEC §10).
+    #[serde(default)]
+    pub(crate) cluster: Option<ClusterFile>,
 }
 
 fn default_listen() -> String {
@@ -261,6 +264,68 @@ impl Default for AccessLogFile {
             path: "logs/access.log".into(),
             max_size: ConfigSize::bytes(100 << 20),
             max_files: 5,
+        }
+    }
+}
+
+// cluster: the serde mirror of the `cluster:` section (SPEC §10).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClusterFile {
+    pub redis_url: String,
+    #[serde(default)]
+    pub redis_password_env: Option<String>,
+    #[serde(default = "default_cluster_name")]
+    pub name: String,
+    #[serde(default)]
+    pub node_name: String,
+    #[serde(default)]
+    pub on_redis_down: OnRedisDownFile,
+    #[serde(default)]
+    pub logs: ClusterLogsFile,
+}
+
+fn default_cluster_name() -> String {
+    "default".into()
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RedisDownRateFile {
+    #[default]
+    LocalShare,
+    Open,
+    Closed,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct OnRedisDownFile {
+    pub rate_limit: RedisDownRateFile,
+    pub max_staleness: ConfigDuration,
+}
+
+impl Default for OnRedisDownFile {
+    fn default() -> Self {
+        Self {
+            rate_limit: RedisDownRateFile::LocalShare,
+            max_staleness: ConfigDuration::secs(0),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ClusterLogsFile {
+    pub max_entries: u64,
+    pub sample_success: f64,
+}
+
+impl Default for ClusterLogsFile {
+    fn default() -> Self {
+        Self {
+            max_entries: 50_000,
+            sample_success: 1.0,
         }
     }
 }

@@ -44,6 +44,8 @@ pub(crate) struct Admin {
     /// The one writer: admin key writes and `POST /reload` go through it.
     pub(crate) reloader: Arc<Reloader>,
     pub(crate) seal: Option<Arc<SealKey>>,
+    /// The shared store in cluster mode.
+    pub(crate) cluster: Option<Arc<crate::control::cluster::Cluster>>,
     /// SHA-256 of the token; `None` = API off.
     token: Option<[u8; 32]>,
     failures: IpLimiter,
@@ -64,6 +66,7 @@ impl Admin {
         reloader: Arc<Reloader>,
         token: Option<&str>,
         seal: Option<Arc<SealKey>>,
+        cluster: Option<Arc<crate::control::cluster::Cluster>>,
     ) -> Self {
         let token = match token.map(str::trim).filter(|t| !t.is_empty()) {
             Some(t) if t.len() >= MIN_TOKEN => Some(Sha256::digest(t.as_bytes()).into()),
@@ -84,6 +87,7 @@ impl Admin {
             snapshots,
             reloader,
             seal,
+            cluster,
             token,
             failures: IpLimiter::new(&rate, NonZeroUsize::MIN.saturating_add(9_999)),
         }

@@ -40,6 +40,8 @@ pub(crate) struct KeyEdit {
     pub(crate) rate_limit: Option<Option<KeyRateFile>>,
     /// `Some(None)` removes the expiry.
     pub(crate) expires_at: Option<Option<String>>,
+    // cluster: the revision the caller read (`If-Match`); a stale one is refused.
+    pub(crate) if_match: Option<u64>,
 }
 
 /// A key just made: the only moment its value is shown.
@@ -69,6 +71,8 @@ pub(crate) enum RevealError {
 pub(crate) struct Manager {
     pub(crate) config: Arc<Config>,
     writer: KeysWriter,
+    // cluster: in cluster mode every read and write goes to the cluster store.
+    cluster: Option<crate::control::cluster::write::ClusterWriter>,
     seal: Option<Arc<SealKey>>,
     actor: String,
 }
@@ -122,6 +126,8 @@ pub(crate) fn key_view(e: &KeyEntry, last_used_ms: Option<i64>) -> serde_json::V
         "expires_at": e.expires_at,
         "last_used": last_used_ms.filter(|m| *m > 0).map(state_dir::format_ms),
         "revealable": e.revealable(),
+        // cluster: the key's revision, for If-Match (cluster mode only).
+        "revision": e.revision,
     })
 }
 
@@ -135,6 +141,7 @@ impl Manager {
     pub(crate) fn open(config: Arc<Config>, actor: String, seal: Option<Arc<SealKey>>) -> Self {
         let writer = KeysWriter::new(&config.keys_file, &config.state_dir);
         Self {
+            cluster: crate::control::cluster::write::ClusterWriter::open(&config, seal.clone()),
             config,
             writer,
             seal,
@@ -168,7 +175,23 @@ impl Manager {
 
     /// Reads the keys file (no lock needed: writes are atomic renames).
     pub(crate) fn read(&self) -> Result<KeysFile, WriteError> {
+        // cluster: the cluster's keys.
+        if let Some(c) = &self.cluster {
+            return c.read();
+        }
         Ok(KeysFile::load_or_empty(self.keys_file())?)
+    }
+
+    // cluster: the one write path: the keys file, or the cluster store.
+    fn update<T>(
+        &self,
+        if_match: Option<u64>,
+        change: impl FnOnce(&mut KeysFile) -> Result<T, WriteError>,
+    ) -> Result<T, WriteError> {
+        match &self.cluster {
+            Some(c) => c.update(&self.actor, if_match, change),
+            None => self.writer.update(change),
+        }
     }
 
     pub(crate) fn get(&self, selector: &str) -> Result<KeyEntry, WriteError> {
@@ -181,7 +204,8 @@ impl Manager {
     pub(crate) fn create(&self, new: NewKey) -> Result<Created, WriteError> {
         validate_name(&new.name).map_err(|e| WriteError::Rejected(format!("name: {e}")))?;
         let secret = mint().map_err(|e| WriteError::Rejected(format!("no randomness: {e}")))?;
-        let created = self.writer.update(|file| {
+        let created = self.update(None, |file| {
+            // cluster: via self.update
             let mut id = KeyId::generate()
                 .map_err(|e| WriteError::Rejected(format!("no randomness: {e}")))?;
             while file.keys.iter().any(|k| k.id == id.as_str()) {
@@ -203,6 +227,7 @@ impl Manager {
                 permissions: levels_to_strings(&new.permissions),
                 rate_limit: new.rate_limit,
                 expires_at: new.expires_at.clone(),
+                revision: None,
             };
             file.keys.push(entry.clone());
             self.validate(file)?;
@@ -213,6 +238,11 @@ impl Manager {
             Some(&created.id),
             &["name", "permissions", "rate_limit", "expires_at"],
         );
+        // cluster: a new key's first revision.
+        let mut created = created;
+        if self.cluster.is_some() {
+            created.revision = Some(1);
+        }
         let sealed = created.sealed.is_some();
         Ok(Created {
             entry: created,
@@ -223,7 +253,8 @@ impl Manager {
 
     pub(crate) fn edit(&self, selector: &str, edit: KeyEdit) -> Result<KeyEntry, WriteError> {
         let mut changed: Vec<&str> = Vec::new();
-        let entry = self.writer.update(|file| {
+        let entry = self.update(edit.if_match, |file| {
+            // cluster: via self.update
             let i = find(file, selector).ok_or_else(|| not_found(selector))?;
             let k = &mut file.keys[i];
             if let Some(n) = &edit.name {
@@ -254,12 +285,27 @@ impl Manager {
             Ok(entry)
         })?;
         changed.dedup();
+        // cluster: the write was a compare-and-set on the revision read: one more now.
+        let mut entry = entry;
+        if self.cluster.is_some() {
+            entry.revision = entry.revision.map(|r| r + 1);
+        }
         self.audit("key.edit", Some(&entry.id), &changed);
         Ok(entry)
     }
 
     pub(crate) fn delete(&self, selector: &str) -> Result<KeyEntry, WriteError> {
-        let entry = self.writer.update(|file| {
+        self.delete_if_match(selector, None)
+    }
+
+    // cluster: delete with the revision the caller read.
+    pub(crate) fn delete_if_match(
+        &self,
+        selector: &str,
+        if_match: Option<u64>,
+    ) -> Result<KeyEntry, WriteError> {
+        let entry = self.update(if_match, |file| {
+            // cluster: via self.update
             let i = find(file, selector).ok_or_else(|| not_found(selector))?;
             let entry = file.keys.remove(i);
             self.validate(file)?;
@@ -287,7 +333,8 @@ impl Manager {
     }
 
     pub(crate) fn set_api(&self, enabled: bool) -> Result<(), WriteError> {
-        self.writer.update(|file| {
+        self.update(None, |file| {
+            // cluster: via self.update
             file.api_enabled = enabled;
             Ok(())
         })?;

@@ -68,8 +68,10 @@ pub(crate) fn build(
 pub(crate) fn load(
     config_path: &Path,
     previous: Option<&Snapshot>,
+    redis_password: Option<&str>,
 ) -> Result<(Snapshot, Vec<String>), LoadError> {
     let mut config = Config::load(config_path)?;
+    config.set_redis_password(redis_password);
     let mut notes = std::mem::take(&mut config.capped);
     if let Some(prev) = previous {
         let fields = prev.config.restart_required(&config);
@@ -83,7 +85,7 @@ pub(crate) fn load(
         config.state_dir.clone_from(&prev.config.state_dir);
         config.limits.max_connections = prev.config.limits.max_connections;
     }
-    let loaded = KeySource::File(config.keys_file.clone()).load()?;
+    let loaded = KeySource::from_config(&config).load()?;
     let mut snap = build(Arc::new(config), &loaded.file, previous)?;
     snap.keys_identity = loaded.version;
     snap.keys_digest = Some(loaded.digest);
@@ -93,6 +95,8 @@ pub(crate) fn load(
 /// The only code that swaps snapshots.
 pub(crate) struct Reloader {
     config_path: PathBuf,
+    /// Handed to every config it loads (cluster mode).
+    redis_password: Option<String>,
     source: KeySource,
     publisher: Publisher,
     metrics: Arc<Metrics>,
@@ -113,6 +117,7 @@ impl std::fmt::Debug for Reloader {
 impl Reloader {
     pub(crate) fn new(
         config_path: PathBuf,
+        redis_password: Option<String>,
         source: KeySource,
         publisher: Publisher,
         metrics: Arc<Metrics>,
@@ -120,6 +125,7 @@ impl Reloader {
     ) -> Self {
         Self {
             config_path,
+            redis_password,
             source,
             publisher,
             metrics,
@@ -142,7 +148,11 @@ impl Reloader {
     pub(crate) fn reload(&self) -> Result<(), LoadError> {
         let _one = self.one_at_a_time.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.publisher.current();
-        let result = load(&self.config_path, Some(&old));
+        let result = load(
+            &self.config_path,
+            Some(&old),
+            self.redis_password.as_deref(),
+        );
         self.metrics.reload(ReloadWhat::Config, result.is_ok());
         match result {
             Ok((snap, notes)) => {
@@ -159,6 +169,19 @@ impl Reloader {
                 Err(e)
             }
         }
+    }
+
+    /// Cluster mode: puts keys synced from the shared store in force, built on the
+    /// snapshot in force. Returns the number of keys.
+    pub(crate) fn install_keys(&self, file: &KeysFile) -> Result<usize, LoadError> {
+        let _one = self.one_at_a_time.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.publisher.current();
+        let result = build(old.config.clone(), file, Some(&old));
+        self.metrics.reload(ReloadWhat::Keys, result.is_ok());
+        let snap = result?;
+        let n = snap.keys.len();
+        self.publisher.publish(snap);
+        Ok(n)
     }
 
     /// The keys watcher and admin key writes: re-reads only the keys. Returns the

@@ -13,8 +13,15 @@ use crate::keys::file::KeysFile;
 /// One source of keys and the API switch.
 #[derive(Debug, Clone)]
 pub(crate) enum KeySource {
-    /// keys.yaml (SPEC: watched, reloaded within 2 s of any change).
+    /// keys.yaml (watched, reloaded within 2 s of any change).
     File(PathBuf),
+    /// Cluster mode: the keys live in the shared store; between syncs a replica
+    /// starts from its last-good copy in `state_dir`, else from the keys file.
+    Cluster {
+        keys_file: PathBuf,
+        state_dir: PathBuf,
+        name: String,
+    },
 }
 
 /// A set of keys read from a source, with the version it was read at.
@@ -29,16 +36,43 @@ pub(crate) struct Loaded {
 }
 
 impl KeySource {
+    /// The source a config names.
+    pub(crate) fn from_config(config: &crate::config::Config) -> Self {
+        match &config.cluster {
+            Some(c) => Self::Cluster {
+                keys_file: config.keys_file.clone(),
+                state_dir: config.state_dir.clone(),
+                name: c.name.clone(),
+            },
+            None => Self::File(config.keys_file.clone()),
+        }
+    }
+
     /// The version the source is at now, cheaply (a `stat` for a file).
     pub(crate) fn version(&self) -> Option<Identity> {
         match self {
-            Self::File(path) => identity(path),
+            Self::File(path)
+            | Self::Cluster {
+                keys_file: path, ..
+            } => identity(path),
         }
     }
 
     /// Reads the whole set.
     pub(crate) fn load(&self) -> Result<Loaded, LoadError> {
         match self {
+            Self::Cluster {
+                keys_file,
+                state_dir,
+                name,
+            } => match super::cluster::source::read(state_dir, name) {
+                Some(last_good) => Ok(Loaded {
+                    file: last_good.file,
+                    version: None,
+                    digest: [0; 32],
+                }),
+                None => Self::File(keys_file.clone()).load(),
+            },
             Self::File(path) => {
                 let version = identity(path);
                 let text =
@@ -57,7 +91,10 @@ impl KeySource {
     /// The digest of the content now, without parsing it.
     pub(crate) fn digest(&self) -> Result<[u8; 32], LoadError> {
         match self {
-            Self::File(path) => std::fs::read(path)
+            Self::File(path)
+            | Self::Cluster {
+                keys_file: path, ..
+            } => std::fs::read(path)
                 .map(|b| Sha256::digest(&b).into())
                 .map_err(|e| LoadError::unreadable(path, &e)),
         }

@@ -20,6 +20,10 @@ pub(crate) struct KeysFile {
     pub(crate) api_enabled: bool,
     #[serde(default)]
     pub(crate) keys: Vec<KeyEntry>,
+    // cluster: the file's revision; in cluster mode a file is applied only when this
+    // is higher than the revision the cluster last applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) revision: Option<u64>,
     /// Where each entry of `keys:` starts in the text (line, column), for errors
     /// that name an entry. Empty for flow-style lists.
     #[serde(skip)]
@@ -61,6 +65,9 @@ pub(crate) struct KeyEntry {
     pub(crate) rate_limit: Option<KeyRateFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) expires_at: Option<String>,
+    // cluster: the key's revision in the cluster store (for If-Match); never in a file.
+    #[serde(skip)]
+    pub(crate) revision: Option<u64>,
 }
 
 impl KeyEntry {
@@ -97,6 +104,7 @@ impl KeysFile {
         Self {
             api_enabled: true,
             keys: Vec::new(),
+            revision: None, // cluster:
             entry_positions: Vec::new(),
         }
     }

@@ -27,6 +27,9 @@ pub(crate) enum WriteError {
     /// No key with this id or name.
     #[error("no key with id or name {0:?} (see `keygate keys list`)")]
     NotFound(String),
+    // cluster: a write the cluster store refused (409 revision_conflict, 503).
+    #[error("{0}")]
+    Cluster(Refusal),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -296,6 +299,31 @@ pub(crate) fn splice(old: &str, api_enabled: bool, keys_block: &str) -> String {
     out
 }
 
+/// A write the shared store (cluster mode) refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Refusal {
+    #[error(
+        "revision_conflict: key {id:?} is at revision {current}, not {expected}: it was changed meanwhile; read it again and retry"
+    )]
+    RevisionConflict {
+        id: String,
+        expected: u64,
+        current: u64,
+    },
+    #[error("cluster_unavailable: {0}; nothing was changed")]
+    Unavailable(String),
+}
+
+impl Refusal {
+    /// Status and code for the admin API.
+    pub(crate) fn status_code(&self) -> (http::StatusCode, &'static str) {
+        match self {
+            Self::RevisionConflict { .. } => (http::StatusCode::CONFLICT, "revision_conflict"),
+            Self::Unavailable(_) => (http::StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,6 +343,7 @@ mod tests {
             permissions,
             rate_limit: None,
             expires_at: None,
+            revision: None, // cluster:
         }
     }
 

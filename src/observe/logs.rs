@@ -92,6 +92,7 @@ pub(crate) fn parse_slower_than(s: &str) -> Result<f64, String> {
 
 impl Filter {
     /// `Some(true)` shown, `Some(false)` not, `None`: older than `since` (stop).
+    // cluster: also filters the shared stream.
     pub(crate) fn check(&self, l: &Line) -> Option<bool> {
         if let Some(since) = self.since
             && OffsetDateTime::parse(&l.ts, &Rfc3339).is_ok_and(|t| t < since)

@@ -134,10 +134,19 @@ pub(crate) enum Pass {
     Keyed { websocket: bool },
 }
 
-/// Steps 1–7 of the request path, in this order and nowhere else: a pure function
-/// of the request head, the snapshot and the client address (the rate limiters
-/// in the snapshot are the only state it touches).
-pub(crate) fn decide<B>(
+/// What steps 1–4 admitted.
+#[derive(Debug)]
+pub(crate) enum Admit {
+    /// A public path, or a forwarded CORS preflight: no key, no further checks.
+    Unkeyed,
+    /// A valid key (in `facts.key`), and the route its path matched.
+    Keyed(Route),
+}
+
+/// Steps 1–4: hygiene, public paths, the API switch (and preflight), the key. A
+/// pure function of the request head, the snapshot and the client address (the
+/// per-IP limiter for failed authentication is the only state it touches).
+pub(crate) fn admit<B>(
     snap: &Snapshot,
     clock: &DefaultClock,
     req: &Request<B>,
@@ -145,7 +154,7 @@ pub(crate) fn decide<B>(
     client_ip: IpAddr,
     now: OffsetDateTime,
     facts: &mut Facts,
-) -> Result<Pass, Reject> {
+) -> Result<Admit, Reject> {
     let cfg = &*snap.config;
     let policy = &cfg.policy;
 
@@ -182,7 +191,7 @@ pub(crate) fn decide<B>(
     // 2. Public paths: no key, any method, even with the API off.
     let route = policy.route(&facts.path);
     if route == Route::Public {
-        return Ok(Pass::Unkeyed);
+        return Ok(Admit::Unkeyed);
     }
 
     // 3. The API switch, then CORS preflight.
@@ -190,30 +199,46 @@ pub(crate) fn decide<B>(
         return Err(Reject::ApiDisabled);
     }
     if policy.preflight == Preflight::Forward && presented == Presented::None && is_preflight(req) {
-        return Ok(Pass::Unkeyed);
+        return Ok(Admit::Unkeyed);
     }
 
     // 4. The key. Failures are charged to the client IP's budget (5, per IP).
-    let key = match authenticate(presented, &snap.keys, now) {
-        Ok(k) => k,
+    match authenticate(presented, &snap.keys, now) {
+        Ok(k) => {
+            facts.key = Some(k);
+            Ok(Admit::Keyed(route))
+        }
         Err(reject) => {
             if let Err(ratelimit::RetryAfter(retry_after)) = snap.ip_limiter.check(client_ip, clock)
             {
                 return Err(Reject::IpRateLimited { retry_after });
             }
-            return Err(reject);
+            Err(reject)
         }
-    };
-    let key = facts.key.insert(key);
+    }
+}
 
-    // 5. The key's rate limit.
-    if let Err(ratelimit::RetryAfter(retry_after)) = ratelimit::check_key(&key.limiter, clock) {
-        return Err(Reject::KeyRateLimited {
+/// Step 5's answer for `key`: over its limit → `429`.
+fn over_limit(key: &KeyRecord, limited: Result<(), ratelimit::RetryAfter>) -> Result<(), Reject> {
+    match limited {
+        Ok(()) => Ok(()),
+        Err(ratelimit::RetryAfter(retry_after)) => Err(Reject::KeyRateLimited {
             name: key.name.clone(),
             retry_after,
-        });
+        }),
     }
+}
 
+/// Steps 6–7 for an admitted key: the category, then the permission.
+pub(crate) fn authorize<B>(
+    snap: &Snapshot,
+    req: &Request<B>,
+    conn: ConnInfo,
+    key: &KeyRecord,
+    route: Route,
+    facts: &mut Facts,
+) -> Result<Pass, Reject> {
+    let policy = &snap.config.policy;
     // 6. Category (fail closed on unmatched paths unless configured otherwise).
     let category = match route {
         Route::Category(id) => Some(id),
@@ -242,6 +267,52 @@ pub(crate) fn decide<B>(
     })
 }
 
+/// Steps 1–7 with the key's own (local) limiter: what [`run`] does without a
+/// shared limit, as one pure call for tests.
+#[cfg(test)]
+pub(crate) fn decide<B>(
+    snap: &Snapshot,
+    clock: &DefaultClock,
+    req: &Request<B>,
+    conn: ConnInfo,
+    client_ip: IpAddr,
+    now: OffsetDateTime,
+    facts: &mut Facts,
+) -> Result<Pass, Reject> {
+    let Admit::Keyed(route) = admit(snap, clock, req, conn, client_ip, now, facts)? else {
+        return Ok(Pass::Unkeyed);
+    };
+    let key = facts.key.clone().ok_or(Reject::InvalidKey)?;
+    over_limit(&key, ratelimit::check_key(&key.limiter, clock))?;
+    authorize(snap, req, conn, &key, route, facts)
+}
+
+/// Steps 1–7 in their order; step 5 uses the shared limit in cluster mode.
+async fn steps_1_to_7<B>(
+    snapshots: &Snapshots,
+    snap: &Snapshot,
+    req: &Request<B>,
+    conn: ConnInfo,
+    client_ip: IpAddr,
+    facts: &mut Facts,
+) -> Result<Pass, Reject> {
+    let clock = snapshots.clock();
+    let now = OffsetDateTime::now_utc();
+    let Admit::Keyed(route) = admit(snap, clock, req, conn, client_ip, now, facts)? else {
+        return Ok(Pass::Unkeyed);
+    };
+    let Some(key) = facts.key.clone() else {
+        return Err(Reject::InvalidKey);
+    };
+    // 5. The key's rate limit: shared by the replicas in cluster mode.
+    let limited = match snapshots.shared_limit() {
+        Some(shared) => shared.check(&key).await?,
+        None => ratelimit::check_key(&key.limiter, clock),
+    };
+    over_limit(&key, limited)?;
+    authorize(snap, req, conn, &key, route, facts)
+}
+
 /// Steps 1–8. On success, the upstream's response and the decision to record.
 async fn run(
     snapshots: &Snapshots,
@@ -253,15 +324,7 @@ async fn run(
     fin: &mut Finish,
 ) -> Result<(Response<Incoming>, Decision), Reject> {
     let mut facts = Facts::default();
-    let pass = decide(
-        snap,
-        snapshots.clock(),
-        &req,
-        conn,
-        client.ip,
-        OffsetDateTime::now_utc(),
-        &mut facts,
-    );
+    let pass = steps_1_to_7(snapshots, snap, &req, conn, client.ip, &mut facts).await;
     let Facts {
         path,
         key,

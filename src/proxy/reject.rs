@@ -92,6 +92,8 @@ pub(crate) enum Reject {
     ClientTimeout,
     UpstreamUnavailable,
     UpstreamTimeout,
+    // cluster: Redis unreachable for longer than cluster.on_redis_down.max_staleness.
+    ClusterStale,
 }
 
 struct Parts {
@@ -266,6 +268,13 @@ impl Reject {
                 "the service behind the gateway did not answer in time".into(),
                 D::UpstreamError,
             ),
+            // cluster: fail closed once the keys may be too old to trust.
+            Self::ClusterStale => p(
+                S::SERVICE_UNAVAILABLE,
+                "cluster_unavailable",
+                "the gateway has not reached its cluster store for longer than cluster.on_redis_down.max_staleness; try again shortly".into(),
+                D::UpstreamError,
+            ),
         }
     }
 
@@ -303,7 +312,8 @@ impl Reject {
             | Self::BadRequestBody
             | Self::ClientTimeout
             | Self::UpstreamUnavailable
-            | Self::UpstreamTimeout => {}
+            | Self::UpstreamTimeout
+            | Self::ClusterStale => {}
         }
         if close {
             h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));

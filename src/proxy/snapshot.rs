@@ -5,18 +5,21 @@
 //! Only the control plane's reloader can publish a new snapshot: it holds the one
 //! [`Publisher`], made together with the handle by [`Snapshots::new`].
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use governor::clock::DefaultClock;
 
 use crate::config::Config;
 use crate::config::identity::Identity;
-use crate::keys::store::KeySet;
+use crate::keys::store::{KeyRecord, KeySet};
 use crate::observe::metrics::Metrics;
 use crate::observe::record::Observer;
+use crate::proxy::reject::Reject;
 use crate::proxy::upstream::UpstreamClient;
-use crate::ratelimit::IpLimiter;
+use crate::ratelimit::{IpLimiter, RetryAfter};
 
 /// Everything one request decides with.
 #[derive(Debug)]
@@ -36,6 +39,18 @@ struct Shared {
     clock: DefaultClock,
     observer: Arc<dyn Observer>,
     metrics: Arc<Metrics>,
+    shared_limit: OnceLock<Arc<dyn SharedLimit>>,
+}
+
+/// What a shared-limit check answers: the key's verdict, or a refusal when the
+/// shared state cannot be trusted (too stale).
+pub(crate) type LimitFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Result<(), RetryAfter>, Reject>> + Send + 'a>>;
+
+/// A per-key rate limit shared by several replicas (cluster mode); when set, it
+/// is checked instead of the key's own limiter.
+pub(crate) trait SharedLimit: Send + Sync + 'static {
+    fn check<'a>(&'a self, key: &'a Arc<KeyRecord>) -> LimitFuture<'a>;
 }
 
 /// The read-only handle: the snapshot in force, and what every request feeds.
@@ -69,6 +84,7 @@ impl Snapshots {
             clock: crate::ratelimit::clock().clone(),
             observer,
             metrics,
+            shared_limit: OnceLock::new(),
         });
         (Self(shared.clone()), Publisher(shared))
     }
@@ -85,6 +101,16 @@ impl Snapshots {
 
     pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.0.metrics
+    }
+
+    /// The shared per-key limit, in cluster mode.
+    pub(crate) fn shared_limit(&self) -> Option<&Arc<dyn SharedLimit>> {
+        self.0.shared_limit.get()
+    }
+
+    /// Sets the shared per-key limit (once, at start).
+    pub(crate) fn set_shared_limit(&self, limit: Arc<dyn SharedLimit>) {
+        let _ = self.0.shared_limit.set(limit);
     }
 
     /// The clock every rate limiter counts with.

@@ -517,6 +517,7 @@ impl HarnessBuilder {
                 observer: records.clone(),
                 admin_token: self.admin_token,
                 seal_key: self.seal_key,
+                ..GatewayOptions::default()
             },
         )
         .await

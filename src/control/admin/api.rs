@@ -58,6 +58,8 @@ impl From<WriteError> for ApiError {
                 (StatusCode::BAD_REQUEST, "invalid_request")
             }
             WriteError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "keys_file_error"),
+            // cluster: 409 revision_conflict, 503 cluster_unavailable.
+            WriteError::Cluster(r) => r.status_code(),
         };
         Self::new(status, code, e.to_string())
     }
@@ -164,6 +166,11 @@ fn manager(admin: &Admin, peer: IpAddr) -> Result<Manager, ApiError> {
 
 /// Applies a change to the running gateway now (not waiting for the watcher).
 fn apply_now(admin: &Admin) {
+    // In cluster mode the change is in the shared store: sync from it now.
+    if let Some(c) = &admin.cluster {
+        c.resync();
+        return;
+    }
     if let Err(e) = admin.reloader.reload_keys() {
         tracing::error!(error = %e, "keys written by the admin API did not load");
     }
@@ -184,7 +191,13 @@ pub(super) async fn route(
         (["keys"], _) => not_allowed("GET, POST"),
         (["keys", id], &Method::GET) => get_key(admin, peer, id).await,
         (["keys", id], &Method::PATCH) => patch_key(admin, peer, id, req).await,
-        (["keys", id], &Method::DELETE) => delete_key(admin, peer, id).await,
+        // cluster: If-Match on DELETE.
+        (["keys", id], &Method::DELETE) => {
+            match crate::control::cluster::write::if_match(req.headers()) {
+                Ok(m) => delete_key(admin, peer, id, m).await,
+                Err(e) => Err(bad(e)),
+            }
+        }
         (["keys", _], _) => not_allowed("GET, PATCH, DELETE"),
         (["keys", id, "reveal"], &Method::POST) => reveal_key(admin, peer, id).await,
         (["keys", _, "reveal"], _) => not_allowed("POST"),
@@ -207,6 +220,12 @@ pub(super) async fn route(
         (["categories"], _) => not_allowed("GET"),
         (["logs"], &Method::GET) => super::logs::get_logs(admin, &req).await,
         (["logs"], _) => not_allowed("GET"),
+        // cluster: the cluster's status.
+        (["cluster"], &Method::GET) => crate::control::cluster::admin_route(admin.cluster.as_ref())
+            .await
+            .map(|v| json_response(StatusCode::OK, &v))
+            .map_err(|m| ApiError::new(StatusCode::NOT_FOUND, "cluster_off", m)),
+        (["cluster"], _) => not_allowed("GET"),
         (["reload"], &Method::POST) => reload(admin).await,
         (["reload"], _) => not_allowed("POST"),
         _ => Err(ApiError::new(
@@ -287,8 +306,13 @@ async fn patch_key(
     id: &str,
     req: Request<Incoming>,
 ) -> ApiResult {
+    // cluster: If-Match carries the key's revision (compare-and-set).
+    let if_match = crate::control::cluster::write::if_match(req.headers()).map_err(bad)?;
     let fields: serde_json::Map<String, Value> = body(req).await?;
-    let mut edit = KeyEdit::default();
+    let mut edit = KeyEdit {
+        if_match,
+        ..KeyEdit::default()
+    };
     for (k, v) in fields {
         match k.as_str() {
             "name" => {
@@ -336,10 +360,15 @@ async fn patch_key(
     Ok(json_response(StatusCode::OK, &key_json(admin, &e)))
 }
 
-async fn delete_key(admin: &Arc<Admin>, peer: IpAddr, id: &str) -> ApiResult {
+async fn delete_key(
+    admin: &Arc<Admin>,
+    peer: IpAddr,
+    id: &str,
+    if_match: Option<u64>,
+) -> ApiResult {
     let m = manager(admin, peer)?;
     let id = id.to_string();
-    blocking(move || m.delete(&id).map_err(ApiError::from)).await?;
+    blocking(move || m.delete_if_match(&id, if_match).map_err(ApiError::from)).await?;
     apply_now(admin);
     let mut r = Response::new(ResBody::empty());
     *r.status_mut() = StatusCode::NO_CONTENT;
@@ -388,5 +417,8 @@ async fn reload(admin: &Arc<Admin>) -> ApiResult {
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "reload_failed", e.to_string()))
     })
     .await?;
+    if let Some(c) = &admin.cluster {
+        c.resync();
+    }
     Ok(json_response(StatusCode::OK, &json!({ "reloaded": true })))
 }

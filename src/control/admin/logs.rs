@@ -91,6 +91,19 @@ pub(super) async fn get_logs(admin: &Arc<Admin>, req: &Request<Incoming>) -> Api
             .ok_or_else(|| bad("limit: a number from 1 to 1000"))?,
     };
     let before = q.get("before").cloned();
+    // cluster: the recent requests of every replica.
+    if let Some(c) = &admin.cluster {
+        let (records, next) =
+            crate::control::cluster::logs::query(c, &filter, limit, before.as_deref())
+                .await
+                .map_err(|m| {
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable", m)
+                })?;
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({ "records": records, "next_before": next }),
+        ));
+    }
     let crate::config::LogTarget::File(path) =
         admin.snapshots.load().config.access_log.target.clone()
     else {

@@ -1,0 +1,218 @@
+//! The shared recent-requests stream: each replica appends compact records (the
+//! access-log line plus `node`) to one capped Redis stream, and the admin API, the
+//! console and `keygate logs` read it newest first with the usual filters.
+//!
+//! The request path only pushes a formatted line onto a bounded buffer (a mutex held
+//! for one push); a task sends the buffer every [`FLUSH`] in one pipeline. A full
+//! buffer or an unreachable Redis drops records and counts them
+//! (`keygate_cluster_log_dropped_total`); the local access log is unaffected.
+//! Reads are paged ([`PAGE`] entries per `XREVRANGE`), never one huge range.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::metrics::ClusterMetrics;
+use super::{Cluster, lock};
+use crate::observe::logs::{Filter, Line};
+use crate::observe::record::{Decision, Record};
+
+/// Records buffered at most.
+const BUFFER: usize = 10_000;
+const FLUSH: Duration = Duration::from_millis(200);
+/// Entries per read.
+pub(crate) const PAGE: usize = 200;
+/// Entries looked at per query at most (a filter that matches nothing stops here).
+const SCAN_MAX: usize = 20_000;
+
+pub(crate) struct Queue {
+    lines: Mutex<Vec<String>>,
+    sample: f64,
+    seq: AtomicU64,
+}
+
+impl Queue {
+    pub(crate) fn new(sample: f64) -> Self {
+        Self {
+            lines: Mutex::new(Vec::new()),
+            sample,
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn push(&self, r: &Record, node: &str, m: &ClusterMetrics) {
+        let success = matches!(r.decision, Decision::Allowed | Decision::Public) && r.status < 400;
+        if success && self.sample < 1.0 {
+            // Deterministic sampling: every n-th success.
+            let n = self.seq.fetch_add(1, Ordering::Relaxed);
+            let keep =
+                ((n as f64) * self.sample).floor() != (((n + 1) as f64) * self.sample).floor();
+            if !keep {
+                return;
+            }
+        }
+        let line = crate::observe::accesslog::format_record(r);
+        let body = line.trim_end().strip_prefix('{').unwrap_or("");
+        let mut out = String::with_capacity(line.len() + node.len() + 12);
+        out.push_str("{\"node\":");
+        out.push_str(&serde_json::Value::String(node.to_string()).to_string());
+        out.push(',');
+        out.push_str(body);
+        let mut q = lock(&self.lines);
+        if q.len() >= BUFFER {
+            drop(q);
+            m.log_dropped.inc();
+            return;
+        }
+        q.push(out);
+    }
+
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *lock(&self.lines))
+    }
+}
+
+/// Sends the buffer to the stream, capped at `logs.max_entries`.
+pub(crate) async fn flush(c: Arc<Cluster>) {
+    loop {
+        tokio::time::sleep(FLUSH).await;
+        let batch = c.logs.take();
+        if batch.is_empty() {
+            continue;
+        }
+        let Some(mut con) = super::sync::bulk(&c).await else {
+            c.metrics.log_dropped.inc_by(batch.len() as u64);
+            continue;
+        };
+        let mut p = redis::pipe();
+        for line in &batch {
+            p.cmd("XADD")
+                .arg(&c.layout.logs)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(c.cfg.log_max_entries)
+                .arg("*")
+                .arg("j")
+                .arg(line)
+                .ignore();
+        }
+        if let Err(e) = p.query_async::<()>(&mut con).await {
+            c.metrics.log_dropped.inc_by(batch.len() as u64);
+            tracing::debug!(error = %e, "shared log batch dropped");
+        }
+    }
+}
+
+/// What one page of entries (newest first) leaves to do.
+enum Step {
+    /// Finished; the cursor of the next page, if there may be more.
+    Done(Option<String>),
+    /// Read on from this range end.
+    More(String),
+}
+
+/// Filters one page into `out`.
+fn scan(
+    batch: &[(String, String)],
+    filter: &Filter,
+    limit: usize,
+    out: &mut Vec<serde_json::Value>,
+    scanned: &mut usize,
+) -> Step {
+    for (id, json) in batch {
+        *scanned += 1;
+        let Ok(line) = serde_json::from_str::<Line>(json) else {
+            continue;
+        };
+        match filter.check(&line) {
+            None => return Step::Done(None),
+            Some(true) => {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(json) {
+                    out.push(v);
+                }
+                if out.len() >= limit {
+                    return Step::Done(Some(id.clone()));
+                }
+            }
+            Some(false) => {}
+        }
+    }
+    let last = batch.last().map(|b| b.0.clone());
+    match last {
+        Some(id) if batch.len() == PAGE && *scanned < SCAN_MAX => Step::More(format!("({id}")),
+        Some(id) if batch.len() == PAGE => Step::Done(Some(id)),
+        _ => Step::Done(None),
+    }
+}
+
+fn start(before: Option<&str>) -> String {
+    before.map_or_else(|| "+".to_string(), |b| format!("({b}"))
+}
+
+fn xrevrange(stream: &str, end: &str) -> redis::Cmd {
+    let mut c = redis::cmd("XREVRANGE");
+    c.arg(stream).arg(end).arg("-").arg("COUNT").arg(PAGE);
+    c
+}
+
+type RawEntries = Vec<(String, Vec<(String, String)>)>;
+
+fn flatten(raw: RawEntries) -> Vec<(String, String)> {
+    raw.into_iter()
+        .filter_map(|(id, fields)| {
+            fields
+                .into_iter()
+                .find(|(k, _)| k == "j")
+                .map(|(_, v)| (id, v))
+        })
+        .collect()
+}
+
+/// Newest-first records of every replica, and the `next_before` cursor.
+pub(crate) type Found = (Vec<serde_json::Value>, Option<String>);
+
+/// The admin API's read (on the bulk connection).
+pub(crate) async fn query(
+    c: &Cluster,
+    filter: &Filter,
+    limit: usize,
+    before: Option<&str>,
+) -> Result<Found, String> {
+    let Some(mut con) = super::sync::bulk(c).await else {
+        return Err("the cluster store is not reachable".into());
+    };
+    let (mut out, mut scanned, mut end) = (Vec::new(), 0, start(before));
+    loop {
+        let raw: RawEntries = xrevrange(&c.layout.logs, &end)
+            .query_async(&mut con)
+            .await
+            .map_err(|e| format!("the cluster store did not answer: {e}"))?;
+        match scan(&flatten(raw), filter, limit, &mut out, &mut scanned) {
+            Step::Done(next) => return Ok((out, next)),
+            Step::More(e) => end = e,
+        }
+    }
+}
+
+/// `keygate logs` in cluster mode: the same read on a plain connection.
+pub(crate) fn query_blocking(
+    cfg: &super::ClusterConfig,
+    filter: &Filter,
+    limit: usize,
+) -> Result<Vec<serde_json::Value>, String> {
+    let client = cfg.client().map_err(|e| e.to_string())?;
+    let mut con = client
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .map_err(|e| format!("the cluster store is not reachable: {e}"))?;
+    let layout = super::store::Layout::new(&cfg.name);
+    let (mut out, mut scanned, mut end) = (Vec::new(), 0, start(None));
+    loop {
+        let raw: RawEntries = xrevrange(&layout.logs, &end)
+            .query(&mut con)
+            .map_err(|e| format!("the cluster store did not answer: {e}"))?;
+        match scan(&flatten(raw), filter, limit, &mut out, &mut scanned) {
+            Step::Done(_) => return Ok(out),
+            Step::More(e) => end = e,
+        }
+    }
+}
