@@ -217,6 +217,10 @@ async fn handle(admin: Arc<Admin>, peer: IpAddr, req: Request<Incoming>) -> Resp
         return res;
     }
     let rest = rest.to_string();
+    if rest == "webhooks" || rest.starts_with("webhooks/") {
+        // webhooks:
+        return crate::webhooks::admin::handle(&admin.shared, peer, &rest, req, &rid).await;
+    }
     api::route(&admin, peer, &rest, req, &rid).await
 }
 

@@ -51,6 +51,10 @@ pub enum Command {
     },
     /// Show the API request log, newest first (the "API Logs" page).
     Logs(LogsArgs),
+    /// Manage webhook endpoints: signed events about keys, the API switch,
+    /// integration health and writes.
+    #[command(subcommand)]
+    Webhooks(crate::webhooks::cli::WebhooksCommand), // webhooks:
     /// Run a self-contained demo: a sample API as upstream, two sample keys, and
     /// ready-to-paste curl commands. Needs no files. Ctrl-C stops it.
     Demo {

@@ -187,6 +187,7 @@ pub struct Config {
     pub limits: Limits,
     pub trusted_proxies: Vec<IpNet>,
     pub access_log: AccessLogConfig,
+    pub webhooks: crate::webhooks::config::WebhooksConfig, // webhooks:
     /// Values that were capped at load (`timeouts.idle`), for a warning.
     pub capped: Vec<String>,
 }
@@ -397,6 +398,7 @@ impl Config {
                 max_size: f.access_log.max_size.value.max(1),
                 max_files: f.access_log.max_files,
             },
+            webhooks: f.webhooks.compile()?, // webhooks:
             capped,
         })
     }

@@ -125,10 +125,12 @@ impl Gateway {
         let access_log = Arc::new(
             AccessLog::start(&cfg.access_log, metrics.clone()).map_err(StartError::AccessLog)?,
         );
+        let webhooks = crate::webhooks::Webhooks::new(&cfg, &metrics.registry) // webhooks:
+            .map_err(StartError::State)?; // webhooks:
         let observers = Arc::new(Observers {
             metrics: metrics.clone(),
             log: access_log.clone(),
-            extra: observer,
+            extra: crate::webhooks::tee(observer, &webhooks), // webhooks:
         });
         let shared = Arc::new(Shared::new(
             config_path.to_path_buf(),
@@ -136,6 +138,7 @@ impl Gateway {
             observers,
             metrics.clone(),
         ));
+        webhooks.start(&shared); // webhooks:
         let (stop_accepting, rx) = watch::channel(false);
         let (stop_ops, ops_rx) = watch::channel(false);
         let tls = match &cfg.tls {
@@ -207,6 +210,7 @@ impl Gateway {
         }
         let _ = self.stop_ops.send(true);
         let _ = self.ops_task.await;
+        crate::webhooks::stop(&self.shared); // webhooks:
         write_last_used(&self.shared);
         self.access_log.flush(Duration::from_secs(5));
     }

@@ -46,3 +46,4 @@ pub mod snapshot;
 pub mod state;
 pub mod tls;
 pub mod tunnel;
+pub mod webhooks; // webhooks:

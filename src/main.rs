@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         Command::Keys(cmd) => commands::keys(&config_path, cmd),
         Command::Api { state } => commands::api(&config_path, state),
         Command::Logs(args) => commands::logs(&config_path, args),
+        Command::Webhooks(cmd) => keygate::webhooks::cli::run(&config_path, cmd), // webhooks:
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -113,6 +113,7 @@ pub struct Shared {
     pub observer: Arc<dyn Observer>,
     pub metrics: Arc<Metrics>,
     shutting_down: AtomicBool,
+    pub webhooks: std::sync::OnceLock<Arc<crate::webhooks::Webhooks>>, // webhooks:
 }
 
 impl std::fmt::Debug for Shared {
@@ -138,6 +139,7 @@ impl Shared {
             observer,
             metrics,
             shutting_down: AtomicBool::new(false),
+            webhooks: std::sync::OnceLock::new(), // webhooks:
         }
     }
 
@@ -155,6 +157,7 @@ impl Shared {
         self.metrics.reload("config", result.is_ok());
         let (snap, notes) = result?;
         self.current.store(Arc::new(snap));
+        crate::webhooks::on_keys_changed(self, &old); // webhooks:
         Ok(notes)
     }
 
@@ -170,6 +173,7 @@ impl Shared {
         snap.keys_identity = version;
         let n = snap.keys.len();
         self.current.store(Arc::new(snap));
+        crate::webhooks::on_keys_changed(self, &old); // webhooks:
         Ok(n)
     }
 

@@ -40,6 +40,8 @@ pub(crate) struct ConfigFile {
     pub trusted_proxies: Vec<String>,
     #[serde(default)]
     pub access_log: AccessLogFile,
+    #[serde(default)] // webhooks:
+    pub webhooks: crate::webhooks::config::WebhooksFile, // webhooks:
 }
 
 fn default_listen() -> String {
