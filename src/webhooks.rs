@@ -206,7 +206,7 @@ impl Webhooks {
             && (r.key.is_some()
                 || matches!(
                     r.decision,
-                    Decision::Unauthenticated | Decision::ApiDisabled
+                    Decision::Unauthenticated | Decision::ApiDisabled | Decision::RateLimited
                 ));
         if !(health || (wants & WANTS_WRITES != 0 && is_write)) {
             return;

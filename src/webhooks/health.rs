@@ -94,7 +94,7 @@ impl Detector {
             None if failure
                 && matches!(
                     s.decision,
-                    Decision::Unauthenticated | Decision::ApiDisabled
+                    Decision::Unauthenticated | Decision::ApiDisabled | Decision::RateLimited
                 ) =>
             {
                 let id = self.last_ok_from.get(&s.ip)?.clone();
@@ -143,7 +143,7 @@ impl Detector {
         if !over
             || st.failing
             || !st.ever_ok
-            || s.at_ms - st.last_event_ms < window && st.last_event_ms > 0
+            || (st.last_event_ms > 0 && s.at_ms - st.last_event_ms < window)
         {
             return None;
         }

@@ -408,6 +408,16 @@ fn dispatch(
             inner.queue.remove(&key);
             continue;
         }
+        // Commit the attempt before making it: if the process dies mid-attempt,
+        // the next one (after a restart) still waits its turn in the schedule.
+        let wait = cfg
+            .retry_schedule
+            .get(d.attempt as usize)
+            .copied()
+            .unwrap_or(cfg.timeout);
+        inner
+            .queue
+            .retry(&key, d.attempt + 1, now + wait.as_millis() as i64);
         inner.busy.insert(key);
         let ts = now / 1000;
         let secrets = ep.signing_secrets(ts);
