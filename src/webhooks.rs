@@ -60,6 +60,9 @@ pub(crate) enum Job {
     },
 }
 
+/// The console's Webhooks tab: a script that fills `<div id="webhooks-panel">`.
+pub const CONSOLE_JS: &str = include_str!("webhooks/console.js");
+
 /// Capacity of the hand-off channel from request tasks to the worker.
 const INGEST: usize = 4096;
 

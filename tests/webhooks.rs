@@ -794,6 +794,35 @@ async fn redirects_are_not_followed() {
     assert!(rx.hits().iter().all(|h| h.id == ev));
 }
 
+/// Bounded: beyond `queue_max` pending deliveries new events are dropped and
+/// counted; what was queued is still delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_drops_new_events_and_counts_them() {
+    let rx = Receiver::start().await;
+    rx.set(Mode::Down);
+    let g =
+        start("webhooks:\n  allow_private_targets: true\n  queue_max: 2\n  timeout: 30s\n").await;
+    let (id, _) = g.endpoint(&rx.url("/hooks"), &["key.created"]);
+    for i in 0..5 {
+        let r = g.admin(
+            "POST",
+            "/admin/v1/keys",
+            Some(json!({"name": format!("Full {i}"), "permissions": {"*": "read"}})),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    wait_until("three drops counted", Duration::from_secs(10), || {
+        metric(g.gw.metrics, "keygate_webhook_dropped_total") == 3.0
+    })
+    .await;
+    assert_eq!(metric(g.gw.metrics, "keygate_webhook_queue_depth"), 2.0);
+    assert_eq!(g.deliveries(&id)["pending"].as_array().unwrap().len(), 2);
+    wait_until("an oldest-pending age", Duration::from_secs(5), || {
+        metric(g.gw.metrics, "keygate_webhook_oldest_pending_seconds") > 0.0
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_failing_too_long_is_disabled() {
     let rx = Receiver::start().await;

@@ -413,6 +413,7 @@ async fn delete(w: &Arc<Webhooks>, actor: &str, id: &str) -> Answer {
     .await?;
     audit(&w.state_dir, actor, "webhook.delete", id, &[]);
     w.reload_endpoints();
+    worker::forget(w, id);
     let mut r = Response::new(ResBody::empty());
     *r.status_mut() = StatusCode::NO_CONTENT;
     Ok(r)
@@ -544,4 +545,51 @@ async fn resend(w: &Arc<Webhooks>, actor: &str, id: &str, event_id: &str) -> Ans
         StatusCode::ACCEPTED,
         &json!({ "event_id": event_id }),
     ))
+}
+
+/// The OpenAPI fragment describing these routes, for the admin API's document.
+pub const OPENAPI_FRAGMENT: &str = include_str!("openapi.json");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_fragment_lists_every_route() {
+        let v: Value = serde_json::from_str(OPENAPI_FRAGMENT).unwrap();
+        for p in [
+            "/webhooks",
+            "/webhooks/{id}",
+            "/webhooks/{id}/rotate-secret",
+            "/webhooks/{id}/test",
+            "/webhooks/{id}/deliveries",
+            "/webhooks/{id}/deliveries/{event_id}/resend",
+        ] {
+            assert!(v["paths"][p].is_object(), "{p}");
+        }
+        assert!(v["components"]["schemas"]["WebhookWithSecret"].is_object());
+    }
+
+    #[test]
+    fn rotation_keeps_the_old_secret_for_a_day() {
+        let old = SigningSecret::generate().unwrap();
+        let new = SigningSecret::generate().unwrap();
+        let mut e = Endpoint {
+            id: "wh_1".into(),
+            url: "https://example.com/".into(),
+            events: vec!["*".into()],
+            description: None,
+            include_body: false,
+            enabled: true,
+            secret: old.expose().into(),
+            previous_secret: None,
+            created_at: created_now(),
+            failing_since: None,
+            disabled_reason: None,
+        };
+        rotate_in(&mut e, &new, 1_000);
+        assert_eq!(e.signing_secrets(1_000).len(), 2);
+        assert_eq!(e.signing_secrets(1_000 + ROTATION_OVERLAP_SECS).len(), 1);
+        assert_eq!(e.signing_secrets(2_000)[0], new);
+    }
 }

@@ -223,6 +223,7 @@ pub(crate) async fn run(
 ) {
     let mut detector = Detector::new(w.config().failing);
     let mut in_flight: JoinSet<Attempted> = JoinSet::new();
+    let mut tasks: HashMap<tokio::task::Id, String> = HashMap::new();
     let mut expired: Option<HashSet<String>> = None;
     let mut last_housekeeping = std::time::Instant::now() - HOUSEKEEPING;
     let tls = match crate::tls::upstream_client_config(None) {
@@ -233,7 +234,11 @@ pub(crate) async fn run(
         }
     };
     loop {
-        let wait = {
+        // With every slot in flight, the next wake-up is a finished attempt (or
+        // housekeeping), not a due delivery that could not be started anyway.
+        let wait = if in_flight.len() >= MAX_IN_FLIGHT {
+            HOUSEKEEPING
+        } else {
             let inner = w.inner.lock().unwrap_or_else(|p| p.into_inner());
             let next = inner.queue.next_due().map(|t| t - now_ms()).unwrap_or(500);
             Duration::from_millis(next.clamp(0, 500) as u64)
@@ -247,9 +252,18 @@ pub(crate) async fn run(
                 Some(job) => handle_job(&w, job, &mut detector),
                 None => return,
             },
-            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                if let Ok(a) = done {
-                    finish(&w, a);
+            Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+                match done {
+                    Ok((id, a)) => {
+                        tasks.remove(&id);
+                        finish(&w, a);
+                    }
+                    // A send task that died: its delivery is free to be tried again.
+                    Err(e) => {
+                        if let Some(key) = tasks.remove(&e.id()) {
+                            w.inner.lock().unwrap_or_else(|p| p.into_inner()).busy.remove(&key);
+                        }
+                    }
                 }
             }
             _ = w.notify.notified() => {}
@@ -263,7 +277,7 @@ pub(crate) async fn run(
             last_housekeeping = std::time::Instant::now();
             housekeeping(&w, &mut expired, &mut detector);
         }
-        dispatch(&w, &mut in_flight, tls.clone());
+        dispatch(&w, &mut in_flight, &mut tasks, tls.clone());
         update_gauges(&w);
     }
 }
@@ -379,6 +393,7 @@ pub struct InboxItem {
 fn dispatch(
     w: &Arc<Webhooks>,
     in_flight: &mut JoinSet<Attempted>,
+    tasks: &mut HashMap<tokio::task::Id, String>,
     tls: Option<Arc<rustls::ClientConfig>>,
 ) {
     let room = MAX_IN_FLIGHT.saturating_sub(in_flight.len());
@@ -418,7 +433,7 @@ fn dispatch(
         inner
             .queue
             .retry(&key, d.attempt + 1, now + wait.as_millis() as i64);
-        inner.busy.insert(key);
+        inner.busy.insert(key.clone());
         let ts = now / 1000;
         let secrets = ep.signing_secrets(ts);
         let refs: Vec<&super::sign::SigningSecret> = secrets.iter().collect();
@@ -431,7 +446,7 @@ fn dispatch(
         let allow_private = cfg.allow_private_targets;
         let timeout = cfg.timeout;
         let tls = tls.clone();
-        in_flight.spawn(async move {
+        let handle = in_flight.spawn(async move {
             let result = match target::parse_url(&ep.url, allow_private) {
                 Ok(t) => {
                     target::send(
@@ -452,6 +467,7 @@ fn dispatch(
                 at_ms: now,
             }
         });
+        tasks.insert(handle.id(), key);
     }
 }
 
@@ -613,6 +629,17 @@ fn update_gauges(w: &Webhooks) {
         .map(|t| (now_ms() - t).max(0) as f64 / 1000.0)
         .unwrap_or(0.0);
     w.metrics.oldest_pending.set(age);
+}
+
+/// Forgets a deleted endpoint: its pending deliveries and its log.
+pub(crate) fn forget(w: &Webhooks, endpoint_id: &str) {
+    let mut inner = w.inner.lock().unwrap_or_else(|p| p.into_inner());
+    for k in inner.queue.keys_for(endpoint_id) {
+        inner.queue.remove(&k);
+    }
+    inner.logs.remove(endpoint_id);
+    drop(inner);
+    let _ = fs::remove_file(log_path(w.store.dir(), endpoint_id));
 }
 
 /// Makes a delivery due again now (resend), from the queue or the log.
