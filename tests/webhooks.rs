@@ -365,7 +365,7 @@ async fn every_event_type_is_delivered_signed() {
     let (id, secret) = g.endpoint(&rx.url("/hooks"), &["*"]);
     assert!(secret.starts_with("whsec_"));
     let want = cause_every_event(&g, &id).await;
-    wait_until("every event type", Duration::from_secs(15), || {
+    wait_until("every event type", Duration::from_secs(30), || {
         types(&rx.delivered()).is_superset(&want)
     })
     .await;
@@ -467,7 +467,7 @@ async fn subscriptions_select_events_and_endpoints_are_managed() {
         Some(json!({"name": "Sub", "permissions": {"*": "read"}})),
     );
     assert_eq!(r.status, 201);
-    wait_until("key.created", Duration::from_secs(10), || {
+    wait_until("key.created", Duration::from_secs(20), || {
         !rx.delivered().is_empty()
     })
     .await;
@@ -513,7 +513,7 @@ async fn rotated_secret_signs_with_old_and_new() {
     assert_ne!(new, old);
     assert!(r.json()["previous_secret_until"].is_string());
     g.admin("POST", &format!("/admin/v1/webhooks/{id}/test"), None);
-    wait_until("the test event", Duration::from_secs(10), || {
+    wait_until("the test event", Duration::from_secs(20), || {
         !rx.delivered().is_empty()
     })
     .await;
@@ -552,7 +552,7 @@ async fn receiver_down_and_gateway_restarted_every_event_arrives_once_per_id() {
     // At least two attempts of each event while the receiver is down.
     wait_until(
         "two attempts of each event",
-        Duration::from_secs(15),
+        Duration::from_secs(30),
         || {
             let hits = rx.hits();
             let mut per: BTreeMap<String, usize> = BTreeMap::new();
@@ -618,6 +618,60 @@ async fn receiver_down_and_gateway_restarted_every_event_arrives_once_per_id() {
     .await;
 }
 
+/// A keys file edited while the gateway was stopped: the changes are sent when
+/// it starts again, attributed to the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_changes_made_while_stopped_are_sent_at_start() {
+    let rx = Receiver::start().await;
+    let mut g = start(PRIVATE_OK).await;
+    g.endpoint(&rx.url("/keys"), &["key.*"]);
+    // Let the worker remember the keys in force before it is stopped.
+    wait_until("the keys are remembered", Duration::from_secs(20), || {
+        g.dir.path().join("data/webhooks/keys_seen.json").exists()
+    })
+    .await;
+    let _ = g.gw.child.kill();
+    let _ = g.gw.child.wait();
+    let edited = keys_yaml("kg_x")
+        .replace("name: Zapier", "name: Zapier Renamed")
+        .replace(
+            "keys:\n",
+            &format!(
+                "keys:\n  - id: knew\n    name: Added Offline\n    secret: \"{}\"\n    permissions: {{ jobs: read }}\n",
+                "added-offline-secret-0123456789abcdefgh"
+            ),
+        );
+    g.dir.write("keys.yaml", &edited);
+    g.restart();
+    wait_until("the offline changes", Duration::from_secs(20), || {
+        rx.delivered().len() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let hits = rx.delivered();
+    let got: BTreeSet<(String, String)> = hits
+        .iter()
+        .map(|h| {
+            let v = h.json();
+            (
+                h.kind(),
+                v["data"]["key"]["name"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        BTreeSet::from([
+            ("key.created".to_string(), "Added Offline".to_string()),
+            ("key.updated".to_string(), "Zapier Renamed".to_string()),
+        ])
+    );
+    assert!(
+        hits.iter()
+            .all(|h| h.json()["data"]["actor"] == "keys_file")
+    );
+}
+
 /// Acceptance 3: a working key is deleted (by editing the keys file) while the
 /// integration keeps calling: one `key.failing`, and one `key.recovered` when the
 /// key is back and works. No storm.
@@ -659,7 +713,7 @@ async fn deleted_key_fails_once_and_recovers_once() {
     for _ in 0..10 {
         assert_eq!(g.call("GET", "/api/v1/jobs", SECRET_WRITE).status, 401);
     }
-    wait_until("key.failing", Duration::from_secs(10), || {
+    wait_until("key.failing", Duration::from_secs(20), || {
         types(&rx.delivered()).contains("key.failing")
     })
     .await;
@@ -671,7 +725,7 @@ async fn deleted_key_fails_once_and_recovers_once() {
     for _ in 0..5 {
         g.call("GET", "/api/v1/jobs", SECRET_WRITE);
     }
-    wait_until("key.recovered", Duration::from_secs(10), || {
+    wait_until("key.recovered", Duration::from_secs(20), || {
         types(&rx.delivered()).contains("key.recovered")
     })
     .await;
@@ -744,7 +798,7 @@ async fn private_targets_are_refused_without_the_setting() {
     assert_eq!(r.status, 202, "{}", r.body);
     wait_until(
         "the refused attempt is logged",
-        Duration::from_secs(10),
+        Duration::from_secs(20),
         || {
             g.deliveries("wh_manual")["deliveries"]
                 .as_array()
@@ -765,7 +819,7 @@ async fn redirects_are_not_followed() {
     let g = start(PRIVATE_OK).await;
     let (id, _) = g.endpoint(&rx.url("/redirect"), &["webhook.test"]);
     g.admin("POST", &format!("/admin/v1/webhooks/{id}/test"), None);
-    wait_until("the attempt is logged", Duration::from_secs(10), || {
+    wait_until("the attempt is logged", Duration::from_secs(20), || {
         g.deliveries(&id)["deliveries"]
             .as_array()
             .is_some_and(|a| !a.is_empty())
@@ -811,7 +865,7 @@ async fn a_full_queue_drops_new_events_and_counts_them() {
         );
         assert_eq!(r.status, 201, "{}", r.body);
     }
-    wait_until("three drops counted", Duration::from_secs(10), || {
+    wait_until("three drops counted", Duration::from_secs(20), || {
         metric(g.gw.metrics, "keygate_webhook_dropped_total") == 3.0
     })
     .await;
@@ -833,7 +887,7 @@ async fn an_endpoint_failing_too_long_is_disabled() {
     .await;
     let (id, _) = g.endpoint(&rx.url("/hooks"), &["webhook.test"]);
     g.admin("POST", &format!("/admin/v1/webhooks/{id}/test"), None);
-    wait_until("the endpoint is disabled", Duration::from_secs(10), || {
+    wait_until("the endpoint is disabled", Duration::from_secs(20), || {
         g.admin("GET", &format!("/admin/v1/webhooks/{id}"), None)
             .json()["enabled"]
             == false
@@ -891,7 +945,7 @@ async fn the_cli_manages_endpoints_and_the_gateway_follows() {
     assert!(ok && out.contains(&id) && !out.contains("whsec_"), "{out}");
     let (ok, _, err) = run(&["test", &id]);
     assert!(ok, "{err}");
-    wait_until("the CLI's test event", Duration::from_secs(10), || {
+    wait_until("the CLI's test event", Duration::from_secs(20), || {
         !rx.delivered().is_empty()
     })
     .await;

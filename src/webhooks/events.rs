@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -126,42 +127,84 @@ pub fn permissions(k: &KeyRecord, policy: &Policy) -> BTreeMap<String, &'static 
 }
 
 pub fn key_data(k: &KeyRecord, policy: &Policy, actor: &str) -> Value {
+    view_data(&KeyView::of(k, policy), actor)
+}
+
+fn view_data(k: &KeyView, actor: &str) -> Value {
     json!({
         "key": {
-            "id": k.id.as_str(),
-            "name": &*k.name,
-            "permissions": permissions(k, policy),
-            "expires_at": k.expires_at.and_then(|t| t.format(&Rfc3339).ok()),
+            "id": k.id,
+            "name": k.name,
+            "permissions": k.permissions,
+            "expires_at": k.expires_at,
         },
         "actor": actor,
     })
 }
 
-/// The events a snapshot change means: created, updated, deleted keys and the
+/// What key events compare and carry of a key; never its value or hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyView {
+    pub id: String,
+    pub name: String,
+    pub permissions: BTreeMap<String, String>,
+    pub rate: String,
+    pub expires_at: Option<String>,
+}
+
+impl KeyView {
+    pub fn of(k: &KeyRecord, policy: &Policy) -> Self {
+        Self {
+            id: k.id.as_str().to_string(),
+            name: k.name.to_string(),
+            permissions: permissions(k, policy)
+                .into_iter()
+                .map(|(c, l)| (c, l.to_string()))
+                .collect(),
+            rate: format!("{}/{:?}:{}", k.rate.count, k.rate.per, k.rate.burst),
+            expires_at: k.expires_at.and_then(|t| t.format(&Rfc3339).ok()),
+        }
+    }
+}
+
+/// The keys and the API switch of one snapshot, as key events see them; kept in
+/// `state_dir/webhooks/keys_seen.json` so changes made while the gateway was
+/// stopped are sent when it starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeysSeen {
+    pub api_enabled: bool,
+    pub keys: BTreeMap<String, KeyView>,
+}
+
+impl KeysSeen {
+    pub fn of(set: &KeySet, policy: &Policy) -> Self {
+        Self {
+            api_enabled: set.api_enabled,
+            keys: set
+                .iter()
+                .map(|k| (k.id.as_str().to_string(), KeyView::of(k, policy)))
+                .collect(),
+        }
+    }
+}
+
+/// The events a change of keys means: created, updated, deleted keys and the
 /// API switch. `actor_of` names who made the change of a key id (`None` = switch).
 pub fn diff(
-    old: &KeySet,
-    old_policy: &Policy,
-    new: &KeySet,
-    new_policy: &Policy,
+    old: &KeysSeen,
+    new: &KeysSeen,
     actor_of: &dyn Fn(Option<&str>) -> String,
 ) -> Vec<Event> {
     let mut out = Vec::new();
-    let mut ids: Vec<&str> = new.iter().map(|k| k.id.as_str()).collect();
-    ids.sort_unstable();
-    for id in ids {
-        let Some(k) = new.get_str(id) else { continue };
-        match old.get_str(id) {
-            None => out.push(Event::new(
-                "key.created",
-                key_data(k, new_policy, &actor_of(Some(id))),
-            )),
+    for (id, k) in &new.keys {
+        match old.keys.get(id) {
+            None => out.push(Event::new("key.created", view_data(k, &actor_of(Some(id))))),
             Some(o) => {
                 let mut changed = Vec::new();
                 if o.name != k.name {
                     changed.push("name");
                 }
-                if permissions(o, old_policy) != permissions(k, new_policy) {
+                if o.permissions != k.permissions {
                     changed.push("permissions");
                 }
                 if o.rate != k.rate {
@@ -171,21 +214,17 @@ pub fn diff(
                     changed.push("expires_at");
                 }
                 if !changed.is_empty() {
-                    let mut data = key_data(k, new_policy, &actor_of(Some(id)));
+                    let mut data = view_data(k, &actor_of(Some(id)));
                     data["changed"] = json!(changed);
                     out.push(Event::new("key.updated", data));
                 }
             }
         }
     }
-    let mut gone: Vec<&std::sync::Arc<KeyRecord>> =
-        old.iter().filter(|k| new.get(&k.id).is_none()).collect();
-    gone.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-    for k in gone {
-        out.push(Event::new(
-            "key.deleted",
-            key_data(k, old_policy, &actor_of(Some(k.id.as_str()))),
-        ));
+    for (id, k) in &old.keys {
+        if !new.keys.contains_key(id) {
+            out.push(Event::new("key.deleted", view_data(k, &actor_of(Some(id)))));
+        }
     }
     if old.api_enabled != new.api_enabled {
         let kind = if new.api_enabled {
@@ -264,6 +303,48 @@ mod tests {
         );
         assert_eq!(write_kind(&Method::DELETE, 404, "jobs"), None);
         assert_eq!(write_kind(&Method::GET, 200, "jobs"), None);
+    }
+
+    fn view(id: &str, name: &str, level: &str) -> KeyView {
+        KeyView {
+            id: id.into(),
+            name: name.into(),
+            permissions: BTreeMap::from([("*".to_string(), level.to_string())]),
+            rate: "20/Second:40".into(),
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn diff_names_every_change() {
+        let old = KeysSeen {
+            api_enabled: true,
+            keys: BTreeMap::from([
+                ("a".into(), view("a", "A", "read")),
+                ("b".into(), view("b", "B", "read")),
+            ]),
+        };
+        let new = KeysSeen {
+            api_enabled: false,
+            keys: BTreeMap::from([
+                ("a".into(), view("a", "A", "write")),
+                ("c".into(), view("c", "C", "read")),
+            ]),
+        };
+        let events = diff(&old, &new, &|id| {
+            format!("actor-{}", id.unwrap_or("switch"))
+        });
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["key.updated", "key.created", "key.deleted", "api.disabled"]
+        );
+        let updated: Value = serde_json::from_str(&events[0].body).unwrap();
+        assert_eq!(updated["data"]["changed"], json!(["permissions"]));
+        assert_eq!(updated["data"]["actor"], "actor-a");
+        let deleted: Value = serde_json::from_str(&events[2].body).unwrap();
+        assert_eq!(deleted["data"]["key"]["name"], "B");
+        assert!(diff(&new, &new, &|_| String::new()).is_empty());
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub trait DeliveryQueue: Send {
     fn keys_for(&self, endpoint_id: &str) -> Vec<String>;
     /// The pending delivery of `key`, if any.
     fn get(&self, key: &str) -> Option<&Delivery>;
+    /// Applies a new `queue_max` (a config reload); what is pending stays.
+    fn set_limit(&mut self, max: usize);
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -270,6 +272,10 @@ impl DeliveryQueue for FileQueue {
 
     fn get(&self, key: &str) -> Option<&Delivery> {
         self.pending.get(key)
+    }
+
+    fn set_limit(&mut self, max: usize) {
+        self.max = max;
     }
 }
 

@@ -226,6 +226,7 @@ pub(crate) async fn run(
     let mut tasks: HashMap<tokio::task::Id, String> = HashMap::new();
     let mut expired: Option<HashSet<String>> = None;
     let mut last_housekeeping = std::time::Instant::now() - HOUSEKEEPING;
+    catch_up(&w);
     let tls = match crate::tls::upstream_client_config(None) {
         Ok(c) => Some(Arc::new(c)),
         Err(e) => {
@@ -245,6 +246,10 @@ pub(crate) async fn run(
         };
         tokio::select! {
             _ = stop.changed() => {
+                // Events already handed over go into the durable queue first.
+                while let Ok(job) = rx.try_recv() {
+                    handle_job(&w, job, &mut detector);
+                }
                 in_flight.abort_all();
                 return;
             }
@@ -270,6 +275,9 @@ pub(crate) async fn run(
             _ = tokio::time::sleep(wait) => {}
         }
         if *stop.borrow() {
+            while let Ok(job) = rx.try_recv() {
+                handle_job(&w, job, &mut detector);
+            }
             in_flight.abort_all();
             return;
         }
@@ -288,17 +296,9 @@ fn handle_job(w: &Webhooks, job: Job, detector: &mut Detector) {
             w.fan_out(&event, only.as_deref());
         }
         Job::Keys { old, new } => {
-            let state_dir = w.state_dir.clone();
-            let actor = |id: Option<&str>| events::actor_from_audit(&state_dir, id);
-            for e in events::diff(
-                &old.keys,
-                &old.config.policy,
-                &new.keys,
-                &new.config.policy,
-                &actor,
-            ) {
-                w.fan_out(&e, None);
-            }
+            let before = events::KeysSeen::of(&old.keys, &old.config.policy);
+            let after = events::KeysSeen::of(&new.keys, &new.config.policy);
+            keys_changed(w, &before, &after);
         }
         Job::Request(r) => {
             let shared = w.shared();
@@ -329,6 +329,45 @@ fn handle_job(w: &Webhooks, job: Job, detector: &mut Detector) {
     }
 }
 
+/// Queues the events of a change of keys and remembers the keys now in force.
+fn keys_changed(w: &Webhooks, before: &events::KeysSeen, after: &events::KeysSeen) {
+    let state_dir = w.state_dir.clone();
+    let actor = |id: Option<&str>| events::actor_from_audit(&state_dir, id);
+    for e in events::diff(before, after, &actor) {
+        w.fan_out(&e, None);
+    }
+    if before != after {
+        save_keys_seen(w, after);
+    }
+}
+
+fn keys_seen_path(w: &Webhooks) -> PathBuf {
+    w.store.dir().join("keys_seen.json")
+}
+
+fn save_keys_seen(w: &Webhooks, seen: &events::KeysSeen) {
+    let path = keys_seen_path(w);
+    let text = serde_json::to_string(seen).unwrap_or_default();
+    if let Err(e) = crate::keys::write::write_atomic(&path, &text) {
+        tracing::warn!(file = %path.display(), error = %e, "cannot save the keys webhooks last saw");
+    }
+}
+
+/// At start: the keys changed while the gateway was stopped (an edited keys file,
+/// the CLI) are sent now. The first start only remembers them.
+fn catch_up(w: &Webhooks) {
+    let Some(shared) = w.shared() else { return };
+    let snap = shared.snapshot();
+    let now = events::KeysSeen::of(&snap.keys, &snap.config.policy);
+    match fs::read_to_string(keys_seen_path(w))
+        .ok()
+        .and_then(|t| serde_json::from_str::<events::KeysSeen>(&t).ok())
+    {
+        Some(before) => keys_changed(w, &before, &now),
+        None => save_keys_seen(w, &now),
+    }
+}
+
 fn housekeeping(w: &Webhooks, expired: &mut Option<HashSet<String>>, detector: &mut Detector) {
     // Endpoints changed by another process (the CLI) or by the admin API.
     let version = w.store.identity();
@@ -341,6 +380,11 @@ fn housekeeping(w: &Webhooks, expired: &mut Option<HashSet<String>>, detector: &
     }
     let cfg = w.config();
     detector.set_config(cfg.failing);
+    w.inner
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .queue
+        .set_limit(cfg.queue_max);
     // Events the CLI asked for (`keygate webhooks test`, resend).
     let inbox = w.store.dir().join("inbox");
     if let Ok(rd) = fs::read_dir(&inbox) {
