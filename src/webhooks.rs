@@ -8,10 +8,14 @@
 //! - [`queue`] — the durable, bounded delivery queue behind a small trait (a
 //!   Redis-stream queue for cluster mode can be added beside the file one);
 //! - [`worker`] — the one task that owns the queue: fans events out, delivers,
-//!   retries on `retry_schedule`, disables endpoints failing too long;
+//!   retries on `retry_schedule` (`deliver`: one attempt and its outcome),
+//!   disables endpoints failing too long;
+//! - [`log`] — each endpoint's delivery log; `keychanges` — key events from
+//!   snapshots, and at start for changes made while the gateway was stopped;
 //! - [`sign`] — Standard Webhooks signatures; [`target`] — SSRF rules and the HTTP
 //!   attempt; [`health`] — `key.failing` / `key.recovered`;
-//! - [`admin`] — `/admin/v1/webhooks…`; [`cli`] — `keygate webhooks …`;
+//! - [`admin`] — `/admin/v1/webhooks…`; [`cli`] — `keygate webhooks …`; both
+//!   through [`manage`];
 //!   `webhooks/console.js` — the console's Webhooks tab.
 //!
 //! Hooks into the rest of keygate: [`Tee`] sees every finished request (one
@@ -24,8 +28,12 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+mod deliver;
 pub mod events;
 pub mod health;
+mod keychanges;
+pub mod log;
+pub mod manage;
 pub mod metrics;
 pub mod queue;
 pub mod sign;

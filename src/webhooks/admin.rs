@@ -14,15 +14,13 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::events::{self, Event};
-use super::sign::SigningSecret;
-use super::store::{
-    Endpoint, PreviousSecret, ROTATION_OVERLAP_SECS, StoreError, audit, created_now,
-    new_endpoint_id,
+use super::manage::{
+    apply_patch, check_description, check_events, check_url, rotate_in, test_event,
 };
-use super::{Webhooks, target, worker};
+use super::sign::SigningSecret;
+use super::store::{Endpoint, StoreError, audit, created_now, new_endpoint_id};
+use super::{Webhooks, worker};
 use crate::body::ResBody;
-use crate::policy::Policy;
 use crate::reject::error_response;
 use crate::snapshot::Shared;
 
@@ -138,33 +136,6 @@ struct PatchBody {
     include_body: Option<bool>,
     #[serde(default)]
     enabled: Option<bool>,
-}
-
-/// Checks a URL's form and where it resolves to now (it is checked again at
-/// every delivery).
-pub async fn check_url(url: &str, allow_private: bool) -> Result<(), String> {
-    let t = target::parse_url(url, allow_private)?;
-    target::resolve(&t, allow_private).await.map(|_| ())
-}
-
-pub fn check_events(list: &[String], policy: &Policy) -> Result<(), String> {
-    if list.is_empty() {
-        return Err("events: name at least one event type (or \"*\")".into());
-    }
-    for (i, p) in list.iter().enumerate() {
-        events::validate_pattern(p, policy).map_err(|m| format!("events[{i}]: {m}"))?;
-    }
-    Ok(())
-}
-
-pub fn check_description(d: Option<&str>) -> Result<(), String> {
-    match d {
-        Some(d) if d.chars().count() > 256 => Err("description: at most 256 characters".into()),
-        Some(d) if d.chars().any(char::is_control) => {
-            Err("description: no control characters".into())
-        }
-        _ => Ok(()),
-    }
 }
 
 /// Routes `rest` (the path after `/admin/v1/`, starting with `webhooks`).
@@ -366,37 +337,6 @@ async fn patch(
     Ok(json_response(StatusCode::OK, &e.view()))
 }
 
-/// Applies a change (shared by the admin API and the CLI). Enabling an endpoint
-/// clears its failure record.
-pub fn apply_patch(
-    e: &mut Endpoint,
-    url: Option<String>,
-    events: Option<Vec<String>>,
-    description: Option<Option<String>>,
-    include_body: Option<bool>,
-    enabled: Option<bool>,
-) {
-    if let Some(u) = url {
-        e.url = u;
-    }
-    if let Some(ev) = events {
-        e.events = ev;
-    }
-    if let Some(d) = description {
-        e.description = d;
-    }
-    if let Some(i) = include_body {
-        e.include_body = i;
-    }
-    if let Some(on) = enabled {
-        if on && !e.enabled {
-            e.failing_since = None;
-            e.disabled_reason = None;
-        }
-        e.enabled = on;
-    }
-}
-
 async fn delete(w: &Arc<Webhooks>, actor: &str, id: &str) -> Answer {
     let store = w.store.clone();
     let id2 = id.to_string();
@@ -417,16 +357,6 @@ async fn delete(w: &Arc<Webhooks>, actor: &str, id: &str) -> Answer {
     let mut r = Response::new(ResBody::empty());
     *r.status_mut() = StatusCode::NO_CONTENT;
     Ok(r)
-}
-
-/// Rotates an endpoint's secret: the new one is returned; the old one keeps
-/// signing (a second signature) for 24 hours.
-pub fn rotate_in(e: &mut Endpoint, new: &SigningSecret, now_secs: i64) {
-    let old = std::mem::replace(&mut e.secret, new.expose().to_string());
-    e.previous_secret = Some(PreviousSecret {
-        secret: old,
-        until: now_secs + ROTATION_OVERLAP_SECS,
-    });
 }
 
 async fn rotate(w: &Arc<Webhooks>, actor: &str, id: &str) -> Answer {
@@ -455,16 +385,6 @@ async fn rotate(w: &Arc<Webhooks>, actor: &str, id: &str) -> Answer {
     Ok(json_response(StatusCode::OK, &v))
 }
 
-pub fn test_event(endpoint_id: &str) -> Event {
-    Event::new(
-        "webhook.test",
-        json!({
-            "endpoint_id": endpoint_id,
-            "message": "a test event from keygate: this endpoint receives and verifies deliveries",
-        }),
-    )
-}
-
 async fn test(w: &Arc<Webhooks>, id: &str) -> Answer {
     find(w, id).await?;
     let event = test_event(id);
@@ -490,7 +410,7 @@ async fn deliveries(w: &Arc<Webhooks>, id: &str) -> Answer {
         Some(l) => l.iter().rev().map(entry_view).collect(),
         None => {
             drop(inner);
-            let l = worker::read_log(w.store.dir(), id);
+            let l = super::log::read_log(w.store.dir(), id);
             return Ok(json_response(
                 StatusCode::OK,
                 &json!({ "deliveries": l.iter().rev().map(entry_view).collect::<Vec<_>>(), "pending": pending(w, id) }),
@@ -504,7 +424,7 @@ async fn deliveries(w: &Arc<Webhooks>, id: &str) -> Answer {
     ))
 }
 
-fn entry_view(e: &worker::LogEntry) -> Value {
+fn entry_view(e: &super::log::LogEntry) -> Value {
     let mut v = serde_json::to_value(e).unwrap_or_default();
     if let Some(o) = v.as_object_mut() {
         o.remove("body");
@@ -568,28 +488,5 @@ mod tests {
             assert!(v["paths"][p].is_object(), "{p}");
         }
         assert!(v["components"]["schemas"]["WebhookWithSecret"].is_object());
-    }
-
-    #[test]
-    fn rotation_keeps_the_old_secret_for_a_day() {
-        let old = SigningSecret::generate().unwrap();
-        let new = SigningSecret::generate().unwrap();
-        let mut e = Endpoint {
-            id: "wh_1".into(),
-            url: "https://example.com/".into(),
-            events: vec!["*".into()],
-            description: None,
-            include_body: false,
-            enabled: true,
-            secret: old.expose().into(),
-            previous_secret: None,
-            created_at: created_now(),
-            failing_since: None,
-            disabled_reason: None,
-        };
-        rotate_in(&mut e, &new, 1_000);
-        assert_eq!(e.signing_secrets(1_000).len(), 2);
-        assert_eq!(e.signing_secrets(1_000 + ROTATION_OVERLAP_SECS).len(), 1);
-        assert_eq!(e.signing_secrets(2_000)[0], new);
     }
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use clap::Subcommand;
 use serde_json::json;
 
-use super::admin::{apply_patch, check_description, check_events, rotate_in, test_event};
+use super::manage::{apply_patch, check_description, check_events, rotate_in, test_event};
 use super::sign::SigningSecret;
 use super::store::{Endpoint, EndpointStore, StoreError, audit, created_now, new_endpoint_id};
 use super::{target, worker};
@@ -252,7 +252,7 @@ pub fn run(config_path: &Path, cmd: WebhooksCommand) -> Result<(), String> {
             ));
         }
         WebhooksCommand::Deliveries { id, json } => {
-            let log = worker::read_log(store.dir(), &id);
+            let log = super::log::read_log(store.dir(), &id);
             if json {
                 for e in log.iter().rev() {
                     let mut v = json!(e);

@@ -41,7 +41,7 @@ struct KeyState {
     ok: u32,
     failed: u32,
     codes: BTreeMap<u16, u32>,
-    last_failure: Option<(String, String, u16, Decision)>,
+    last_failure: Option<Failure>,
     ever_ok: bool,
     failing: bool,
     last_event_ms: i64,
@@ -136,7 +136,13 @@ impl Detector {
         }
         st.failed += 1;
         *st.codes.entry(s.status).or_insert(0) += 1;
-        st.last_failure = Some((s.method.clone(), s.path.clone(), s.status, s.decision));
+        st.last_failure = Some(Failure {
+            method: s.method.clone(),
+            path: s.path.clone(),
+            status: s.status,
+            decision: s.decision,
+            key_known: s.key.is_some(),
+        });
         let total = st.ok + st.failed;
         let over = st.failed >= self.cfg.min_failures
             && f64::from(st.failed) >= self.cfg.ratio * f64::from(total);
@@ -149,7 +155,7 @@ impl Detector {
         }
         st.failing = true;
         st.last_event_ms = s.at_ms;
-        let cause = likely_cause(st.last_failure.as_ref(), key_exists(&id));
+        let cause = likely_cause(st.last_failure.as_ref(), &|| key_exists(&id));
         Some(HealthEvent {
             kind: "key.failing",
             data: json!({
@@ -164,15 +170,37 @@ impl Detector {
     }
 }
 
-fn likely_cause(last: Option<&(String, String, u16, Decision)>, exists: bool) -> String {
-    let Some((method, path, status, decision)) = last else {
+/// The last refusal or failure of a key's window.
+#[derive(Debug, Clone)]
+struct Failure {
+    method: String,
+    path: String,
+    status: u16,
+    decision: Decision,
+    /// keygate recognised the key in that request (else it was attributed by
+    /// the client address).
+    key_known: bool,
+}
+
+/// The likely cause, for the person debugging the integration. A request that
+/// carried a recognised key says so itself; for one attributed by address, the
+/// snapshot now tells a deleted key from a mistyped one.
+fn likely_cause(last: Option<&Failure>, exists_now: &dyn Fn() -> bool) -> String {
+    let Some(f) = last else {
         return "unknown".into();
     };
-    if !exists {
-        return "the key was deleted (or the integration now sends a key keygate does not know)"
-            .into();
+    let (method, path, status) = (&f.method, &f.path, f.status);
+    if !f.key_known {
+        return match f.decision {
+            Decision::ApiDisabled => "the API is switched off".into(),
+            _ if exists_now() => {
+                "the integration sends a key keygate does not know (mistyped, or an old value)"
+                    .into()
+            }
+            _ => "the key was deleted".into(),
+        };
     }
-    match (status, decision) {
+    match (status, f.decision) {
         (401, Decision::ApiDisabled) => "the API is switched off".into(),
         (401, _) => "the key is expired or no longer valid".into(),
         (403, _) => format!("missing permission for {method} {path}"),
