@@ -93,6 +93,9 @@ pub struct Webhooks {
     stop: watch::Sender<bool>,
     pub(crate) shared: OnceLock<Weak<Shared>>,
     pub(crate) boot_config: config::WebhooksConfig,
+    /// Changes of keys sent so far (see `keychanges`).
+    pub(crate) keys_generation: std::sync::atomic::AtomicU64,
+    pub(crate) keys_epoch: OnceLock<String>,
 }
 
 impl std::fmt::Debug for Webhooks {
@@ -124,6 +127,8 @@ impl Webhooks {
             stop,
             shared: OnceLock::new(),
             boot_config: cfg.webhooks.clone(),
+            keys_generation: std::sync::atomic::AtomicU64::new(0),
+            keys_epoch: OnceLock::new(),
         });
         w.reload_endpoints();
         Ok(w)

@@ -170,10 +170,33 @@ impl KeyView {
 /// The keys and the API switch of one snapshot, as key events see them; kept in
 /// `state_dir/webhooks/keys_seen.json` so changes made while the gateway was
 /// stopped are sent when it starts.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct KeysSeen {
     pub api_enabled: bool,
     pub keys: BTreeMap<String, KeyView>,
+    /// Counts the changes sent; part of the ids of their events (see
+    /// [`stable_id`]).
+    #[serde(default)]
+    pub generation: u64,
+    /// Random, made with the file: ids never repeat after the state is wiped.
+    #[serde(default)]
+    pub epoch: String,
+}
+
+impl PartialEq for KeysSeen {
+    fn eq(&self, other: &Self) -> bool {
+        self.api_enabled == other.api_enabled && self.keys == other.keys
+    }
+}
+
+/// The id of the `index`th event of change number `generation`: the same when a
+/// change is sent again after a crash between sending and remembering it, so a
+/// receiver sees one id per event.
+pub fn stable_id(epoch: &str, generation: u64, index: usize, kind: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(format!("{epoch}.{generation}.{index}.{kind}").as_bytes());
+    let hex: String = h.iter().take(13).map(|b| format!("{b:02x}")).collect();
+    format!("msg_{hex}")
 }
 
 impl KeysSeen {
@@ -184,6 +207,8 @@ impl KeysSeen {
                 .iter()
                 .map(|k| (k.id.as_str().to_string(), KeyView::of(k, policy)))
                 .collect(),
+            generation: 0,
+            epoch: String::new(),
         }
     }
 }
@@ -323,6 +348,7 @@ mod tests {
                 ("a".into(), view("a", "A", "read")),
                 ("b".into(), view("b", "B", "read")),
             ]),
+            ..KeysSeen::default()
         };
         let new = KeysSeen {
             api_enabled: false,
@@ -330,6 +356,7 @@ mod tests {
                 ("a".into(), view("a", "A", "write")),
                 ("c".into(), view("c", "C", "read")),
             ]),
+            ..KeysSeen::default()
         };
         let events = diff(&old, &new, &|id| {
             format!("actor-{}", id.unwrap_or("switch"))
@@ -345,6 +372,16 @@ mod tests {
         let deleted: Value = serde_json::from_str(&events[2].body).unwrap();
         assert_eq!(deleted["data"]["key"]["name"], "B");
         assert!(diff(&new, &new, &|_| String::new()).is_empty());
+    }
+
+    #[test]
+    fn stable_ids_depend_on_epoch_generation_and_position() {
+        let a = stable_id("e1", 3, 0, "key.created");
+        assert_eq!(a, stable_id("e1", 3, 0, "key.created"));
+        assert!(a.starts_with("msg_") && a.len() == 30);
+        assert_ne!(a, stable_id("e2", 3, 0, "key.created"));
+        assert_ne!(a, stable_id("e1", 4, 0, "key.created"));
+        assert_ne!(a, stable_id("e1", 3, 1, "key.created"));
     }
 
     #[test]

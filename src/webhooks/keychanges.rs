@@ -5,20 +5,35 @@
 
 use std::fs;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 
 use super::Webhooks;
 use super::events;
 
 /// Queues the events of a change of keys and remembers the keys now in force.
+/// Event ids come from the change's generation (see [`events::stable_id`]), so a
+/// change sent again after a crash keeps its ids.
 pub(crate) fn keys_changed(w: &Webhooks, before: &events::KeysSeen, after: &events::KeysSeen) {
+    if before == after {
+        return;
+    }
+    let generation = w.keys_generation.load(Ordering::Relaxed) + 1;
     let state_dir = w.state_dir.clone();
     let actor = |id: Option<&str>| events::actor_from_audit(&state_dir, id);
-    for e in events::diff(before, after, &actor) {
+    for (i, mut e) in events::diff(before, after, &actor).into_iter().enumerate() {
+        e.id = events::stable_id(epoch(w), generation, i, &e.kind);
         w.fan_out(&e, None);
     }
-    if before != after {
-        save_keys_seen(w, after);
-    }
+    w.keys_generation.store(generation, Ordering::Relaxed);
+    let mut seen = after.clone();
+    seen.generation = generation;
+    seen.epoch = epoch(w).to_string();
+    save_keys_seen(w, &seen);
+}
+
+/// This state's epoch (made once if the file had none).
+fn epoch(w: &Webhooks) -> &str {
+    w.keys_epoch.get_or_init(events::new_event_id)
 }
 
 fn keys_seen_path(w: &Webhooks) -> PathBuf {
@@ -43,7 +58,20 @@ pub(crate) fn catch_up(w: &Webhooks) {
         .ok()
         .and_then(|t| serde_json::from_str::<events::KeysSeen>(&t).ok())
     {
-        Some(before) => keys_changed(w, &before, &now),
-        None => save_keys_seen(w, &now),
+        Some(before) => {
+            w.keys_generation
+                .store(before.generation, Ordering::Relaxed);
+            let _ = w.keys_epoch.set(if before.epoch.is_empty() {
+                events::new_event_id()
+            } else {
+                before.epoch.clone()
+            });
+            keys_changed(w, &before, &now);
+        }
+        None => {
+            let mut now = now;
+            now.epoch = epoch(w).to_string();
+            save_keys_seen(w, &now);
+        }
     }
 }
