@@ -12,6 +12,7 @@ pub(crate) mod env;
 pub(crate) mod logs;
 pub(crate) mod output;
 pub(crate) mod serve;
+pub(crate) mod webhooks;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -40,6 +41,7 @@ pub fn main() -> ExitCode {
         Command::Api { state } => commands::api(&config_path, state),
         Command::Logs(args) => commands::logs(&config_path, args),
         Command::Cluster(cmd) => commands::cluster(&config_path, cmd),
+        Command::Webhooks(cmd) => webhooks::run(&config_path, cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

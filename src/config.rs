@@ -9,6 +9,7 @@ pub(crate) mod cluster;
 pub(crate) mod file;
 pub(crate) mod identity;
 pub(crate) mod units;
+pub(crate) mod webhooks;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -213,6 +214,7 @@ pub(crate) struct Config {
     pub(crate) access_log: AccessLogConfig,
     // cluster: the validated `cluster:` section; `None` = this gateway alone.
     pub(crate) cluster: Option<crate::config::cluster::ClusterConfig>,
+    pub(crate) webhooks: crate::config::webhooks::WebhooksConfig,
     /// Values that were capped at load (`timeouts.idle`), for a warning.
     pub(crate) capped: Vec<String>,
 }
@@ -426,6 +428,7 @@ impl Config {
                 max_files: f.access_log.max_files,
             },
             cluster, // cluster:
+            webhooks: f.webhooks.compile()?,
             capped,
         })
     }

@@ -15,3 +15,4 @@ pub(crate) mod reload;
 pub(crate) mod source;
 pub(crate) mod state_dir;
 pub(crate) mod watch;
+pub(crate) mod webhooks;

@@ -117,6 +117,7 @@ pub struct Gateway {
     snapshots: Snapshots,
     reloader: Arc<Reloader>,
     cluster: Option<Arc<crate::control::cluster::Cluster>>,
+    webhooks: Arc<crate::control::webhooks::Webhooks>,
     readiness: Readiness,
     pub public_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
@@ -199,10 +200,12 @@ impl Gateway {
         // The cluster handle (None without a `cluster:` section).
         let cluster = crate::control::cluster::Cluster::new(&cfg, &metrics, seal.clone())
             .map_err(StartError::State)?;
+        let webhooks = crate::control::webhooks::Webhooks::new(&cfg, &metrics.registry)
+            .map_err(StartError::State)?;
         let observers = Arc::new(Observers {
             metrics: metrics.clone(),
             log: access_log.clone(),
-            extra: options.observer,
+            extra: crate::control::webhooks::tee(options.observer, &webhooks),
             cluster: cluster.clone(),
         });
         let keys_count = snapshot.keys.len();
@@ -215,6 +218,8 @@ impl Gateway {
             metrics.clone(),
             access_log.clone(),
         ));
+        reloader.set_webhooks(webhooks.clone());
+        webhooks.start(&snapshots);
         let readiness = Readiness::default();
 
         let tls = match &cfg.tls {
@@ -271,6 +276,7 @@ impl Gateway {
             options.admin_token.as_deref(),
             seal,
             cluster.clone(),
+            Some(webhooks.clone()),
         ));
         if !admin.enabled() {
             tracing::info!(env = %cfg.admin.token_env, "admin API off (no token set); the console at / still loads");
@@ -291,6 +297,7 @@ impl Gateway {
             snapshots,
             reloader,
             cluster,
+            webhooks,
             readiness,
             public_addr,
             metrics_addr,
@@ -370,6 +377,7 @@ impl Gateway {
                 tokio::time::timeout_at(deadline.max(tokio::time::Instant::now() + OPS_GRACE), t)
                     .await;
         }
+        self.webhooks.stop();
         write_last_used(&self.snapshots);
         self.access_log.flush(Duration::from_secs(5));
     }

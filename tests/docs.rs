@@ -367,6 +367,9 @@ mod mirror;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../src/config/units.rs"]
 mod units;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../src/config/webhooks.rs"]
+mod webhooks;
 
 /// A config.yaml that sets every documented default explicitly reads exactly as one
 /// that relies on the code's defaults.

@@ -54,6 +54,10 @@ pub(crate) enum Command {
     /// Cluster mode: show the shared store, the version and the replicas.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Manage webhook endpoints: signed events about keys, the API switch,
+    /// integration health and writes.
+    #[command(subcommand)]
+    Webhooks(crate::cli::webhooks::WebhooksCommand),
     /// Run a self-contained demo: a sample API as upstream, two sample keys, and
     /// ready-to-paste curl commands. Needs no files. Ctrl-C stops it.
     Demo {

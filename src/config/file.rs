@@ -43,6 +43,8 @@ pub(crate) struct ConfigFile {
     // cluster: the optional `cluster:` section (SPEC §10).
     #[serde(default)]
     pub(crate) cluster: Option<ClusterFile>,
+    #[serde(default)]
+    pub(crate) webhooks: super::webhooks::WebhooksFile,
 }
 
 fn default_listen() -> String {

@@ -46,6 +46,8 @@ pub(crate) struct Admin {
     pub(crate) seal: Option<Arc<SealKey>>,
     /// The shared store in cluster mode.
     pub(crate) cluster: Option<Arc<crate::control::cluster::Cluster>>,
+    /// Webhook endpoints and deliveries.
+    pub(crate) webhooks: Option<Arc<crate::control::webhooks::Webhooks>>,
     /// SHA-256 of the token; `None` = API off.
     token: Option<[u8; 32]>,
     failures: IpLimiter,
@@ -67,6 +69,7 @@ impl Admin {
         token: Option<&str>,
         seal: Option<Arc<SealKey>>,
         cluster: Option<Arc<crate::control::cluster::Cluster>>,
+        webhooks: Option<Arc<crate::control::webhooks::Webhooks>>,
     ) -> Self {
         let token = match token.map(str::trim).filter(|t| !t.is_empty()) {
             Some(t) if t.len() >= MIN_TOKEN => Some(Sha256::digest(t.as_bytes()).into()),
@@ -88,6 +91,7 @@ impl Admin {
             reloader,
             seal,
             cluster,
+            webhooks,
             token,
             failures: IpLimiter::new(&rate, NonZeroUsize::MIN.saturating_add(9_999)),
         }
@@ -211,6 +215,18 @@ async fn handle(admin: Arc<Admin>, peer: IpAddr, req: Request<Incoming>) -> Resp
         return res;
     }
     let rest = rest.to_string();
+    if rest == "webhooks" || rest.starts_with("webhooks/") {
+        // webhooks:
+        return crate::control::webhooks::admin::handle(
+            admin.webhooks.as_ref(),
+            &admin.snapshots,
+            peer,
+            &rest,
+            req,
+            &rid,
+        )
+        .await;
+    }
     api::route(&admin, peer, &rest, req, &rid).await
 }
 

@@ -4,7 +4,7 @@
 //! failure is counted. Reloads are serialised: each builds on the one in force.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::config::{Config, LoadError};
 use crate::keys::file::KeysFile;
@@ -16,6 +16,7 @@ use crate::proxy::upstream::client;
 use crate::ratelimit::IpLimiter;
 
 use super::source::KeySource;
+use super::webhooks::Webhooks;
 
 /// Builds a snapshot from a config and a parsed keys file, carrying over from
 /// `previous` what did not change (limiter state, last-used cells, the per-IP
@@ -103,6 +104,8 @@ pub(crate) struct Reloader {
     access_log: Arc<AccessLog>,
     /// Serialises reloads: each builds on the snapshot in force.
     one_at_a_time: Mutex<()>,
+    /// Told of every swap (key and account events), once set.
+    webhooks: OnceLock<Arc<Webhooks>>,
 }
 
 impl std::fmt::Debug for Reloader {
@@ -131,6 +134,20 @@ impl Reloader {
             metrics,
             access_log,
             one_at_a_time: Mutex::new(()),
+            webhooks: OnceLock::new(),
+        }
+    }
+
+    /// From now on every swap is reported to `webhooks`.
+    pub(crate) fn set_webhooks(&self, webhooks: Arc<Webhooks>) {
+        let _ = self.webhooks.set(webhooks);
+    }
+
+    /// The one place a snapshot is put in force.
+    fn swap(&self, old: &Arc<Snapshot>, new: Snapshot) {
+        self.publisher.publish(new);
+        if let Some(w) = self.webhooks.get() {
+            w.keys_changed(old, &self.publisher.current());
         }
     }
 
@@ -160,7 +177,7 @@ impl Reloader {
                     tracing::warn!("{n}");
                 }
                 self.access_log.reopen(&snap.config.access_log);
-                self.publisher.publish(snap);
+                self.swap(&old, snap);
                 tracing::info!("configuration reloaded");
                 Ok(())
             }
@@ -180,7 +197,7 @@ impl Reloader {
         self.metrics.reload(ReloadWhat::Keys, result.is_ok());
         let snap = result?;
         let n = snap.keys.len();
-        self.publisher.publish(snap);
+        self.swap(&old, snap);
         Ok(n)
     }
 
@@ -198,7 +215,7 @@ impl Reloader {
         snap.keys_identity = loaded.version;
         snap.keys_digest = Some(loaded.digest);
         let n = snap.keys.len();
-        self.publisher.publish(snap);
+        self.swap(&old, snap);
         Ok(n)
     }
 }

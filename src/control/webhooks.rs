@@ -1,0 +1,271 @@
+//! Webhooks (SPEC §11): signed events about keys, the API switch, integration
+//! health and writes, delivered at least once to the endpoints operators add.
+//!
+//! The parts:
+//! - [`config`] — the `webhooks:` section of config.yaml;
+//! - [`store`] — endpoints in `state_dir/webhooks/endpoints.json`, audited;
+//! - [`events`] — event types, patterns, payloads, and the key-change diff;
+//! - [`queue`] — the durable, bounded delivery queue behind a small trait (a
+//!   Redis-stream queue for cluster mode can be added beside the file one);
+//! - [`worker`] — the one task that owns the queue: fans events out, delivers,
+//!   retries on `retry_schedule` (`deliver`: one attempt and its outcome),
+//!   disables endpoints failing too long;
+//! - [`log`] — each endpoint's delivery log; `keychanges` — key events from
+//!   snapshots, and at start for changes made while the gateway was stopped;
+//! - [`sign`] — Standard Webhooks signatures; [`target`] — SSRF rules and the HTTP
+//!   attempt; [`health`] — `key.failing` / `key.recovered`;
+//! - [`admin`] — `/admin/v1/webhooks…`; [`cli`] — `keygate webhooks …`; both
+//!   through [`manage`];
+//!   `webhooks/console.js` — the console's Webhooks tab.
+//!
+//! Hooks into the rest of keygate: [`Tee`] sees every finished request (one
+//! atomic load when no endpoint wants request events: zero cost on the request
+//! path), [`on_keys_changed`] runs where a snapshot replaces the old one, and the
+//! gateway starts and stops the worker. Everything else happens on the worker
+//! task, fed through a bounded channel (`try_send`: full means dropped and
+//! counted, never the request waiting).
+
+pub(crate) mod admin;
+mod deliver;
+pub(crate) mod events;
+pub(crate) mod health;
+mod keychanges;
+pub(crate) mod log;
+pub(crate) mod manage;
+pub(crate) mod metrics;
+pub(crate) mod queue;
+pub(crate) mod sign;
+pub(crate) mod store;
+pub(crate) mod target;
+pub(crate) mod worker;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::config::Config;
+use crate::observe::record::{Decision, Observer, Record};
+use crate::proxy::snapshot::{Snapshot, Snapshots};
+use metrics::WebhookMetrics;
+use store::EndpointStore;
+
+/// Jobs handed to the worker.
+#[derive(Debug)]
+pub(crate) enum Job {
+    /// A finished request (health detector, write events).
+    Request(Box<worker::RequestSeen>),
+    /// A snapshot replaced another: diff the keys.
+    Keys {
+        old: Arc<Snapshot>,
+        new: Arc<Snapshot>,
+    },
+}
+
+/// The console's Webhooks tab: a script that fills `<div id="webhooks-panel">`.
+#[allow(dead_code, reason = "served once the console merges")]
+pub(crate) const CONSOLE_JS: &str = include_str!("webhooks/console.js");
+
+/// Capacity of the hand-off channel from request tasks to the worker.
+const INGEST: usize = 4096;
+
+/// Bits of [`Webhooks::wants`].
+const WANTS_HEALTH: u8 = 1;
+const WANTS_WRITES: u8 = 2;
+
+/// The webhook subsystem of one gateway.
+pub(crate) struct Webhooks {
+    pub(crate) state_dir: PathBuf,
+    pub(crate) store: EndpointStore,
+    /// Which request events some enabled endpoint wants ([`WANTS_HEALTH`],
+    /// [`WANTS_WRITES`]); 0 = the request path does nothing.
+    wants: AtomicU8,
+    ingest: mpsc::Sender<Job>,
+    rx: Mutex<Option<mpsc::Receiver<Job>>>,
+    pub(crate) inner: Mutex<worker::Inner>,
+    pub(crate) notify: Notify,
+    pub(crate) metrics: WebhookMetrics,
+    stop: watch::Sender<bool>,
+    pub(crate) shared: OnceLock<Snapshots>,
+    pub(crate) boot_config: crate::config::webhooks::WebhooksConfig,
+    /// Changes of keys sent so far (see `keychanges`).
+    pub(crate) keys_generation: std::sync::atomic::AtomicU64,
+    pub(crate) keys_epoch: OnceLock<String>,
+}
+
+impl std::fmt::Debug for Webhooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhooks")
+            .field("state_dir", &self.state_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Webhooks {
+    /// Opens the queue and the endpoints in `state_dir` and registers the metrics.
+    /// Call after the gateway took the state_dir lock.
+    pub(crate) fn new(cfg: &Config, registry: &prometheus::Registry) -> Result<Arc<Self>, String> {
+        let store = EndpointStore::new(&cfg.state_dir);
+        let queue = queue::FileQueue::open(store.dir(), cfg.webhooks.queue_max)?;
+        let metrics = WebhookMetrics::new(registry).map_err(|e| format!("metrics: {e}"))?;
+        let (ingest, rx) = mpsc::channel(INGEST);
+        let (stop, _) = watch::channel(false);
+        let w = Arc::new(Self {
+            state_dir: cfg.state_dir.clone(),
+            store,
+            wants: AtomicU8::new(0),
+            ingest,
+            rx: Mutex::new(Some(rx)),
+            inner: Mutex::new(worker::Inner::new(Box::new(queue))),
+            notify: Notify::new(),
+            metrics,
+            stop,
+            shared: OnceLock::new(),
+            boot_config: cfg.webhooks.clone(),
+            keys_generation: std::sync::atomic::AtomicU64::new(0),
+            keys_epoch: OnceLock::new(),
+        });
+        w.reload_endpoints();
+        Ok(w)
+    }
+
+    /// Attaches to the gateway's shared state and spawns the worker.
+    pub(crate) fn start(self: &Arc<Self>, snapshots: &Snapshots) {
+        let _ = self.shared.set(snapshots.clone());
+        let rx = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(rx) = rx {
+            tokio::spawn(worker::run(self.clone(), rx, self.stop.subscribe()));
+        }
+    }
+
+    /// Stops the worker: attempts in flight are abandoned (they stay pending in
+    /// the queue and are made again after a restart: at least once).
+    pub(crate) fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// The settings in force (the snapshot's, else those at start).
+    pub(crate) fn config(&self) -> crate::config::webhooks::WebhooksConfig {
+        self.shared
+            .get()
+            .map(|s| s.load().config.webhooks.clone())
+            .unwrap_or_else(|| self.boot_config.clone())
+    }
+
+    pub(crate) fn shared(&self) -> Option<Snapshots> {
+        self.shared.get().cloned()
+    }
+
+    /// Hands a job to the worker; a full channel drops it and counts it.
+    pub(crate) fn submit(&self, job: Job) {
+        if self.ingest.try_send(job).is_err() {
+            self.metrics.dropped.inc();
+        }
+    }
+
+    /// Re-reads the endpoints file and recomputes what the request path must do.
+    pub(crate) fn reload_endpoints(&self) {
+        let version = self.store.identity();
+        let endpoints = match self.store.load() {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the webhook endpoints; the last ones stay in force");
+                return;
+            }
+        };
+        let mut wants = 0;
+        for e in endpoints.iter().filter(|e| e.enabled) {
+            if e.events.iter().any(|p| {
+                events::pattern_matches(p, "key.failing")
+                    || events::pattern_matches(p, "key.recovered")
+            }) {
+                wants |= WANTS_HEALTH;
+            }
+            if e.events.iter().any(|p| wants_writes(p)) {
+                wants |= WANTS_WRITES;
+            }
+        }
+        self.wants.store(wants, Ordering::Relaxed);
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.endpoints = endpoints;
+        inner.endpoints_version = version;
+        drop(inner);
+        self.notify.notify_one();
+    }
+
+    /// The request-finished hook: runs on the request's task, so it only looks at
+    /// one atomic unless some endpoint wants request events.
+    fn finished(&self, r: &Record) {
+        let wants = self.wants.load(Ordering::Relaxed);
+        if wants == 0 {
+            return;
+        }
+        let is_write = r.decision == Decision::Allowed
+            && (200..300).contains(&r.status)
+            && matches!(
+                r.method,
+                http::Method::POST | http::Method::PUT | http::Method::PATCH | http::Method::DELETE
+            );
+        let health = wants & WANTS_HEALTH != 0
+            && (r.key.is_some()
+                || matches!(
+                    r.decision,
+                    Decision::Unauthenticated | Decision::ApiDisabled | Decision::RateLimited
+                ));
+        if !(health || (wants & WANTS_WRITES != 0 && is_write)) {
+            return;
+        }
+        self.submit(Job::Request(Box::new(worker::RequestSeen::from_record(r))));
+    }
+}
+
+/// Could this pattern select a `<category>.<verb>` event?
+fn wants_writes(p: &str) -> bool {
+    if p == "*" {
+        return true;
+    }
+    if let Some(prefix) = p.strip_suffix(".*") {
+        return !matches!(prefix, "key" | "api" | "webhook");
+    }
+    !events::FIXED_TYPES.contains(&p)
+}
+
+/// An observer that feeds `first` and then the webhooks.
+pub(crate) struct Tee {
+    first: Arc<dyn Observer>,
+    webhooks: Arc<Webhooks>,
+}
+
+/// Wraps the gateway's extra observer so the webhooks see every finished request.
+pub(crate) fn tee(first: Arc<dyn Observer>, webhooks: &Arc<Webhooks>) -> Arc<dyn Observer> {
+    Arc::new(Tee {
+        first,
+        webhooks: webhooks.clone(),
+    })
+}
+
+impl Observer for Tee {
+    fn started(&self) {
+        self.first.started();
+    }
+    fn finished(&self, r: &Record) {
+        self.first.finished(r);
+        self.webhooks.finished(r);
+    }
+}
+
+impl Webhooks {
+    /// Called by the reloader when a new snapshot replaced `old` (reload, keys
+    /// watcher, admin API, cluster sync): whichever way the keys changed, the worker
+    /// diffs old and new keys and queues `key.created|updated|deleted` and
+    /// `api.enabled|disabled`. Cheap: it only hands both snapshots to the worker.
+    pub(crate) fn keys_changed(&self, old: &Arc<Snapshot>, new: &Arc<Snapshot>) {
+        if !Arc::ptr_eq(old, new) {
+            self.submit(Job::Keys {
+                old: old.clone(),
+                new: new.clone(),
+            });
+        }
+    }
+}
