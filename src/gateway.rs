@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::accesslog::AccessLog;
-use crate::admin::Admin;
+use crate::admin::{Admin, AdminSecrets};
 use crate::config::LoadError;
 use crate::metrics::Metrics;
 use crate::ops;
@@ -85,6 +85,16 @@ impl Gateway {
         config_path: &Path,
         observer: Arc<dyn Observer>,
     ) -> Result<Self, StartError> {
+        Self::start_with(config_path, observer, None).await
+    }
+
+    /// [`Gateway::start`] with the admin listener's token and seal key given by the
+    /// caller (`None`: read from the environment).
+    pub async fn start_with(
+        config_path: &Path,
+        observer: Arc<dyn Observer>,
+        admin_secrets: Option<AdminSecrets>,
+    ) -> Result<Self, StartError> {
         let (snapshot, notes) = Snapshot::load(config_path, None)?;
         for n in notes {
             tracing::warn!("{n}");
@@ -150,7 +160,10 @@ impl Gateway {
         tokio::spawn(keys::watch::watch(shared.clone()));
         tokio::spawn(flush_last_used(shared.clone()));
         let ops_task = tokio::spawn(ops::serve(ops_listener, shared.clone(), ops_rx.clone()));
-        let admin = Arc::new(Admin::new(shared.clone()));
+        let admin = Arc::new(match admin_secrets {
+            Some(s) => Admin::with_secrets(shared.clone(), s),
+            None => Admin::new(shared.clone()),
+        });
         if !admin.enabled() {
             tracing::info!(env = %cfg.admin.token_env, "admin API off (no token set); the console at / still loads");
         }

@@ -104,7 +104,7 @@ impl Filter {
         let ok = self
             .path
             .as_ref()
-            .is_none_or(|p| l.path.contains(p.as_str()))
+            .is_none_or(|p| contains_ignoring_case(&l.path, p))
             && self
                 .method
                 .as_ref()
@@ -124,6 +124,12 @@ impl Filter {
     }
 }
 
+/// Whether `needle` occurs in `hay`, ignoring ASCII case (routing ignores case too).
+fn contains_ignoring_case(hay: &str, needle: &str) -> bool {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+}
+
 /// The current file, then `.1`, `.2`… while they exist.
 fn files(path: &Path) -> Vec<PathBuf> {
     let mut v = vec![path.to_path_buf()];
@@ -137,28 +143,29 @@ fn files(path: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Calls `each` with every line of `file`, last line first, reading backwards in
-/// blocks. Stops when `each` returns false.
-fn lines_backwards(file: &Path, mut each: impl FnMut(&[u8]) -> bool) -> std::io::Result<bool> {
+/// Calls `each` with every line of `file` and the offset where it starts, last line
+/// first, reading backwards in blocks from `end` (the file's length when `None`).
+/// Stops when `each` returns false.
+fn lines_backwards(
+    file: &mut File,
+    end: Option<u64>,
+    mut each: impl FnMut(&[u8], u64) -> bool,
+) -> std::io::Result<bool> {
     const BLOCK: u64 = 64 * 1024;
-    let mut f = match File::open(file) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
-        Err(e) => return Err(e),
-    };
-    let mut pos = f.metadata()?.len();
+    let len = file.metadata()?.len();
+    let mut pos = end.map_or(len, |e| e.min(len));
     let mut carry: Vec<u8> = Vec::new(); // the start of a line whose beginning is further back
     while pos > 0 {
         let start = pos.saturating_sub(BLOCK);
         let mut block = vec![0u8; (pos - start) as usize];
-        f.seek(SeekFrom::Start(start))?;
-        f.read_exact(&mut block)?;
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut block)?;
         block.extend_from_slice(&carry);
         let mut end = block.len();
         // Every complete line in this block, last first.
         while let Some(nl) = block[..end].iter().rposition(|&b| b == b'\n') {
             let line = &block[nl + 1..end];
-            if !line.is_empty() && !each(line) {
+            if !line.is_empty() && !each(line, start + nl as u64 + 1) {
                 return Ok(false);
             }
             end = nl;
@@ -166,35 +173,84 @@ fn lines_backwards(file: &Path, mut each: impl FnMut(&[u8]) -> bool) -> std::io:
         carry = block[..end].to_vec();
         pos = start;
     }
-    if !carry.is_empty() && !each(&carry) {
+    if !carry.is_empty() && !each(&carry, 0) {
         return Ok(false);
     }
     Ok(true)
 }
 
-/// The newest `limit` records that pass `filter`, newest first (raw line, parsed);
-/// with `before` (a request id, the cursor), only records older than that one.
+/// Where a record starts: the file (by inode, which survives rotation's renames) and
+/// the byte offset. Shown to clients only as an opaque [`Cursor::encode`] string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    ino: u64,
+    offset: u64,
+}
+
+impl Cursor {
+    /// The opaque form: `c` + 32 hex digits.
+    pub fn encode(self) -> String {
+        format!("c{:016x}{:016x}", self.ino, self.offset)
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        let hex = s.strip_prefix('c').filter(|h| h.len() == 32)?;
+        Some(Self {
+            ino: u64::from_str_radix(hex.get(..16)?, 16).ok()?,
+            offset: u64::from_str_radix(hex.get(16..)?, 16).ok()?,
+        })
+    }
+}
+
+/// One record found: its raw line, the parsed fields, and where it starts.
+#[derive(Debug)]
+pub struct Found {
+    pub raw: String,
+    pub line: Line,
+    pub at: Cursor,
+}
+
+/// The newest `limit` records that pass `filter`, newest first; with `before` (the
+/// [`Cursor`] of a record from an earlier page), only records older than that one.
+/// A cursor whose file has been rotated away finds nothing.
 pub fn newest(
     path: &Path,
     filter: &Filter,
     limit: usize,
-    before: Option<&str>,
-) -> std::io::Result<Vec<(String, Line)>> {
+    before: Option<Cursor>,
+) -> std::io::Result<Vec<Found>> {
     let mut out = Vec::new();
-    let mut skipping = before.is_some();
-    for file in files(path) {
-        let go_on = lines_backwards(&file, |raw| {
+    // With a cursor, files newer than the cursor's one are skipped.
+    let mut waiting = before.is_some();
+    for name in files(path) {
+        let mut file = match File::open(&name) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let ino = file.metadata()?.ino();
+        let mut end = None;
+        if waiting {
+            match before {
+                Some(c) if c.ino == ino => {
+                    waiting = false;
+                    end = Some(c.offset);
+                }
+                _ => continue,
+            }
+        }
+        let go_on = lines_backwards(&mut file, end, |raw, offset| {
             let Ok(line) = serde_json::from_slice::<Line>(raw) else {
                 return true; // not a record (a torn line): skip it
             };
-            if skipping {
-                skipping = before != Some(line.request_id.as_str());
-                return true;
-            }
             match filter.check(&line) {
                 None => false,
                 Some(true) => {
-                    out.push((String::from_utf8_lossy(raw).into_owned(), line));
+                    out.push(Found {
+                        raw: String::from_utf8_lossy(raw).into_owned(),
+                        line,
+                        at: Cursor { ino, offset },
+                    });
                     out.len() < limit
                 }
                 Some(false) => true,
@@ -256,19 +312,19 @@ pub fn run(
         newest(path, filter, limit, None).map_err(|e| format!("{}: {e}", path.display()))?;
     if follow {
         // Recent records oldest first, then new ones as they come.
-        for (raw, line) in found.iter().rev() {
-            print_one(raw, line, json);
+        for f in found.iter().rev() {
+            print_one(&f.raw, &f.line, json);
         }
         return follow_file(path, filter, json);
     }
     if json {
-        for (raw, _) in &found {
-            output::line(raw);
+        for f in &found {
+            output::line(&f.raw);
         }
     } else if found.is_empty() {
         output::line("No matching requests.");
     } else {
-        table(&found.iter().map(|(_, l)| l).collect::<Vec<_>>());
+        table(&found.iter().map(|f| &f.line).collect::<Vec<_>>());
     }
     Ok(())
 }
@@ -365,6 +421,15 @@ mod tests {
     }
 
     #[test]
+    fn path_filter_ignores_case_and_cursors_round_trip() {
+        assert!(contains_ignoring_case("/API/v1/Jobs", "api/v1/jobs"));
+        assert!(!contains_ignoring_case("/api", "/api/v1"));
+        let c = Cursor { ino: 42, offset: 7 };
+        assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        assert_eq!(Cursor::decode("01JD3-request-id"), None);
+    }
+
+    #[test]
     fn backwards_reading_handles_block_boundaries() {
         let dir = std::env::temp_dir().join(format!("kg-logs-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -375,8 +440,11 @@ mod tests {
         }
         std::fs::write(&p, &text).unwrap();
         let mut got = Vec::new();
-        lines_backwards(&p, |l| {
-            got.push(String::from_utf8_lossy(l).into_owned());
+        let mut f = File::open(&p).unwrap();
+        lines_backwards(&mut f, None, |l, at| {
+            let line = String::from_utf8_lossy(l).into_owned();
+            assert!(text[at as usize..].starts_with(&line));
+            got.push(line);
             true
         })
         .unwrap();

@@ -69,7 +69,7 @@ pub enum RevealError {
 pub struct Manager {
     pub config: Arc<Config>,
     writer: KeysWriter,
-    seal: Option<SealKey>,
+    seal: Option<Arc<SealKey>>,
     actor: String,
 }
 
@@ -103,6 +103,20 @@ fn not_found(selector: &str) -> WriteError {
     WriteError::NotFound(selector.to_string())
 }
 
+/// `NameTaken` when a key other than `except` (an index) has `name`, ignoring case.
+fn check_name_free(file: &KeysFile, name: &str, except: Option<usize>) -> Result<(), WriteError> {
+    let lower = name.to_lowercase();
+    match file
+        .keys
+        .iter()
+        .enumerate()
+        .find(|(i, k)| Some(*i) != except && k.name.to_lowercase() == lower)
+    {
+        Some((_, k)) => Err(WriteError::NameTaken(k.name.clone())),
+        None => Ok(()),
+    }
+}
+
 fn levels_to_strings(m: &BTreeMap<String, Level>) -> BTreeMap<String, String> {
     m.iter()
         .map(|(c, l)| (c.clone(), l.as_str().to_string()))
@@ -132,14 +146,29 @@ pub fn parse_expiry(s: &str) -> Result<String, String> {
 
 impl Manager {
     pub fn open(config: Arc<Config>, actor: String) -> Result<Self, String> {
-        let seal = SealKey::from_env()?;
+        let seal = SealKey::from_env()?.map(Arc::new);
+        Ok(Self::with_seal(config, actor, seal))
+    }
+
+    /// A manager with a seal key the caller already has (read once, not per call).
+    pub fn with_seal(config: Arc<Config>, actor: String, seal: Option<Arc<SealKey>>) -> Self {
         let writer = KeysWriter::new(&config.keys_file, &config.state_dir);
-        Ok(Self {
+        Self {
             config,
             writer,
             seal,
             actor,
-        })
+        }
+    }
+
+    /// Why the keys file on disk would not load now (the gateway then keeps the
+    /// last good keys in force); `None` when it would.
+    pub fn load_error(&self) -> Option<String> {
+        KeysFile::load(self.keys_file())
+            .map_err(WriteError::from)
+            .and_then(|f| self.validate(&f))
+            .err()
+            .map(|e| e.to_string())
     }
 
     pub fn keys_file(&self) -> &Path {
@@ -180,6 +209,7 @@ impl Manager {
         validate_name(&new.name).map_err(|e| WriteError::Rejected(format!("name: {e}")))?;
         let secret = mint().map_err(|e| WriteError::Rejected(format!("no randomness: {e}")))?;
         let created = self.writer.update(|file| {
+            check_name_free(file, &new.name, None)?;
             let mut id = KeyId::generate()
                 .map_err(|e| WriteError::Rejected(format!("no randomness: {e}")))?;
             while file.keys.iter().any(|k| k.id == id.as_str()) {
@@ -223,6 +253,9 @@ impl Manager {
         let mut changed: Vec<&str> = Vec::new();
         let entry = self.writer.update(|file| {
             let i = find(file, selector).ok_or_else(|| not_found(selector))?;
+            if let Some(n) = &edit.name {
+                check_name_free(file, n, Some(i))?;
+            }
             let k = &mut file.keys[i];
             if let Some(n) = &edit.name {
                 validate_name(n).map_err(|e| WriteError::Rejected(format!("name: {e}")))?;
@@ -268,9 +301,10 @@ impl Manager {
     }
 
     pub fn reveal(&self, selector: &str) -> Result<Secret, RevealError> {
-        let entry = self
-            .get(selector)
-            .map_err(|e| RevealError::Other(e.to_string()))?;
+        let entry = self.get(selector).map_err(|e| match e {
+            WriteError::NotFound(_) => RevealError::NotFound(e.to_string()),
+            other => RevealError::Other(other.to_string()),
+        })?;
         let secret = match (&entry.secret, &entry.sealed, &self.seal) {
             (Some(s), _, _) => Secret::new(s.clone()),
             (None, Some(sealed), Some(key)) => {

@@ -102,6 +102,11 @@ impl Reject {
         self.parts().decision
     }
 
+    /// The refusal's code, as in the error body and the access log's `reason`.
+    pub fn code(&self) -> &'static str {
+        self.parts().code
+    }
+
     fn parts(&self) -> Parts {
         use Decision as D;
         use StatusCode as S;

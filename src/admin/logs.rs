@@ -1,6 +1,9 @@
 //! `GET /admin/v1/logs`: the request log through the admin API, newest first, with
-//! the filters of `keygate logs` and a cursor (`before` = the `next_before` of the
-//! previous page).
+//! the filters of `keygate logs` and an opaque cursor (`before` = the `next_before`
+//! of the previous page: where that page's last record starts in the log, never
+//! anything the client chose, such as its `X-Request-Id`).
+//!
+//! An empty query value (`since=`) is the same as leaving the filter out.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +17,8 @@ use super::Admin;
 use super::api::{ApiError, ApiResult, bad, blocking, json_response};
 use crate::logs::{self, Filter};
 
-fn query_map(req: &Request<Incoming>) -> BTreeMap<String, String> {
+/// The query string as a map; empty values are left out.
+pub(super) fn query_map(req: &Request<Incoming>) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     for pair in req
         .uri()
@@ -24,12 +28,15 @@ fn query_map(req: &Request<Incoming>) -> BTreeMap<String, String> {
         .filter(|p| !p.is_empty())
     {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        m.insert(percent_decode(k), percent_decode(v));
+        let v = percent_decode(v);
+        if !v.is_empty() {
+            m.insert(percent_decode(k), v);
+        }
     }
     m
 }
 
-fn percent_decode(s: &str) -> String {
+pub(super) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -90,7 +97,13 @@ pub(super) async fn get_logs(admin: &Arc<Admin>, req: &Request<Incoming>) -> Api
             .filter(|n| (1..=1000).contains(n))
             .ok_or_else(|| bad("limit: a number from 1 to 1000"))?,
     };
-    let before = q.get("before").cloned();
+    let before = q
+        .get("before")
+        .map(|c| {
+            logs::Cursor::decode(c)
+                .ok_or_else(|| bad("before: not a cursor (use the next_before of a page)"))
+        })
+        .transpose()?;
     let crate::config::LogTarget::File(path) =
         admin.shared.snapshot().config.access_log.target.clone()
     else {
@@ -101,7 +114,7 @@ pub(super) async fn get_logs(admin: &Arc<Admin>, req: &Request<Incoming>) -> Api
         ));
     };
     let found = blocking(move || {
-        logs::newest(&path, &filter, limit, before.as_deref()).map_err(|e| {
+        logs::newest(&path, &filter, limit, before).map_err(|e| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "log_read_failed",
@@ -111,11 +124,11 @@ pub(super) async fn get_logs(admin: &Arc<Admin>, req: &Request<Incoming>) -> Api
     })
     .await?;
     let next = (found.len() == limit)
-        .then(|| found.last().map(|(_, l)| l.request_id.clone()))
+        .then(|| found.last().map(|f| f.at.encode()))
         .flatten();
     let records: Vec<Value> = found
         .iter()
-        .filter_map(|(raw, _)| serde_json::from_str(raw).ok())
+        .filter_map(|f| serde_json::from_str(&f.raw).ok())
         .collect();
     Ok(json_response(
         StatusCode::OK,
