@@ -41,6 +41,25 @@
     return e;
   }
 
+  // Small line icons (no icon font, no emoji: they render everywhere).
+  const ICONS = {
+    eye: "M1 12s4-7 11-7 11 7 11 7-4 7-11 7S1 12 1 12z M12 9a3 3 0 1 0 0 6a3 3 0 1 0 0-6z",
+    eyeOff: "M1 12s4-7 11-7 11 7 11 7-4 7-11 7S1 12 1 12z M12 9a3 3 0 1 0 0 6a3 3 0 1 0 0-6z M3 3l18 18",
+    copy: "M9 9h11v11H9z M5 15H4V4h11v1",
+  };
+  function icon(name) {
+    const NS = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(NS, "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("aria-hidden", "true");
+    svg.setAttribute("focusable", "false");
+    svg.setAttribute("class", "ico");
+    const path = document.createElementNS(NS, "path");
+    path.setAttribute("d", ICONS[name]);
+    svg.append(path);
+    return svg;
+  }
+
   function say(msg, kind) {
     const s = $("status");
     s.textContent = msg || "";
@@ -296,9 +315,8 @@
     const eye = el("button", {
       type: "button", class: "icon reveal", "aria-pressed": "false",
       "aria-label": `Reveal the key ${k.name}`, title: k.revealable ? "Show the key for a few seconds" : "This key cannot be revealed",
-      text: "👁",
-    });
-    const copy = el("button", { type: "button", class: "icon copy", "aria-label": `Copy the key ${k.name}`, title: "Copy the key", text: "⧉" });
+    }, icon("eye"));
+    const copy = el("button", { type: "button", class: "icon copy", "aria-label": `Copy the key ${k.name}`, title: "Copy the key" }, icon("copy"));
     const keyCell = el("td", { "data-label": "Key" },
       el("div", { class: "keycell" }, code, eye, copy,
         operator ? el("span", { class: "tag", title: "Set by the operator in the keys file (secret:); no characters are shown", text: "operator secret" }) : null,
@@ -307,6 +325,7 @@
     const hide = () => {
       clearTimeout(hideTimer);
       code.textContent = k.key;
+      eye.replaceChildren(icon("eye"));
       eye.setAttribute("aria-pressed", "false");
       eye.setAttribute("aria-label", `Reveal the key ${k.name}`);
     };
@@ -323,6 +342,7 @@
       try {
         code.textContent = await reveal();
         eye.setAttribute("aria-pressed", "true");
+        eye.replaceChildren(icon("eyeOff"));
         eye.setAttribute("aria-label", `Hide the key ${k.name}`);
         say(`Showing the key ${k.name} for ${REVEAL_MS / 1000} seconds.`);
         hideTimer = setTimeout(hide, REVEAL_MS);
@@ -602,18 +622,14 @@
     let recs = [];
     try { recs = (await api("GET", "/logs?" + p)).records; } catch { recs = []; }
     svg.textContent = "";
-    const W = 600, H = 140, top = 8, bottom = 18;
+    const W = 600, H = 140, top = 8, bottom = 2;
     const classes = ["2", "3", "4", "5"];
     const totals = { 2: 0, 3: 0, 4: 0, 5: 0 };
     const times = recs.map((r) => Date.parse(r.ts)).filter((t) => !Number.isNaN(t));
     const legend = $("chart-summary");
     legend.textContent = "";
     if (!times.length) {
-      const t = document.createElementNS(NS, "text");
-      t.setAttribute("x", "300"); t.setAttribute("y", "74"); t.setAttribute("text-anchor", "middle");
-      t.setAttribute("class", "axis"); t.textContent = "no requests to chart";
-      svg.append(t);
-      legend.textContent = "No requests.";
+      legend.textContent = "No requests to chart.";
       return;
     }
     const lo = Math.min(...times), hi = Math.max(...times);
@@ -647,13 +663,6 @@
         svg.append(rect);
       }
     });
-    for (const [x, t, anchor] of [[2, lo, "start"], [W - 2, hi, "end"]]) {
-      const label = document.createElementNS(NS, "text");
-      label.setAttribute("x", String(x)); label.setAttribute("y", String(H - 5));
-      label.setAttribute("text-anchor", anchor); label.setAttribute("class", "axis");
-      label.textContent = new Date(t).toLocaleTimeString();
-      svg.append(label);
-    }
     for (const c of classes) {
       legend.append(el("span", {}, el("span", { class: "sw c" + c, "aria-hidden": "true" }), `${c}xx: ${totals[c]}`));
     }

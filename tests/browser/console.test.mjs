@@ -137,7 +137,8 @@ async function axe(what) {
 async function shot(name) {
   mkdirSync(SHOTS, { recursive: true });
   const file = join(SHOTS, name + ".png");
-  await page.screenshot({ path: file, fullPage: true });
+  await page.evaluate(() => document.activeElement && document.activeElement.blur());
+  await page.screenshot({ path: file });
   if (DOCS) {
     mkdirSync(DOCS, { recursive: true });
     writeFileSync(join(DOCS, name + ".png"), readFileSync(file));
