@@ -84,7 +84,8 @@ pub fn parse_since(s: &str, now: OffsetDateTime) -> Result<OffsetDateTime, Strin
         "w" => n.saturating_mul(604_800),
         _ => return Err(err()),
     };
-    Ok(now - time::Duration::seconds(secs))
+    now.checked_sub(time::Duration::seconds(secs))
+        .ok_or_else(err)
 }
 
 pub fn parse_slower_than(s: &str) -> Result<f64, String> {

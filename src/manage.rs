@@ -60,6 +60,10 @@ pub enum RevealError {
         "key '{name}' has a sealed copy, but no seal key is set: set KEYGATE_SEAL_KEY (or KEYGATE_SEAL_KEY_FILE) to the key it was sealed with"
     )]
     NoSealKey { name: String },
+    #[error(
+        "key '{name}' has a sealed copy that does not open with this seal key: it was sealed with another one"
+    )]
+    WrongSealKey { name: String },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -308,7 +312,10 @@ impl Manager {
         let secret = match (&entry.secret, &entry.sealed, &self.seal) {
             (Some(s), _, _) => Secret::new(s.clone()),
             (None, Some(sealed), Some(key)) => {
-                key.open(&entry.id, sealed).map_err(RevealError::Other)?
+                key.open(&entry.id, sealed)
+                    .map_err(|_| RevealError::WrongSealKey {
+                        name: entry.name.clone(),
+                    })?
             }
             (None, Some(_), None) => return Err(RevealError::NoSealKey { name: entry.name }),
             (None, None, _) => return Err(RevealError::NotRevealable { name: entry.name }),

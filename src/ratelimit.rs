@@ -21,6 +21,8 @@ use lru::LruCache;
 
 use crate::config::file::RateFile;
 
+/// The largest burst accepted: governor keeps `period × burst` in u64 nanoseconds.
+pub const MAX_BURST: u32 = 1_000_000;
 /// A validated rate: `count` requests per `per`, with `burst`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
@@ -55,6 +57,11 @@ impl Rate {
             None => count,
             Some(b) => NonZeroU32::new(b).ok_or("burst must be at least 1")?,
         };
+        // governor multiplies the period by the burst in u64 nanoseconds: a burst
+        // of millions at one per minute would overflow (and panic).
+        if burst.get() > MAX_BURST {
+            return Err(format!("burst must be at most {MAX_BURST}"));
+        }
         Ok(Self { count, per, burst })
     }
 

@@ -97,7 +97,12 @@ async fn host_check_token_and_pages() {
             .unwrap()
             .starts_with("text/html")
     );
-    assert!(console.body.contains("/admin/v1/"));
+    assert!(console.body.contains("/console.js"));
+    assert!(
+        call(&a, "GET", "/console.js", None, None)
+            .body
+            .contains("/admin/v1")
+    );
     let spec = call(&a, "GET", "/admin/v1/openapi.json", None, None);
     assert_eq!(spec.status, 200);
     assert!(spec.json()["openapi"].as_str().unwrap().starts_with("3."));
@@ -482,7 +487,43 @@ async fn key_list_pages_and_searches() {
         .map(|k| k["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["Paged 3"]);
-    for bad in ["?limit=0", "?limit=1001", "?limit=abc", "?colour=red"] {
+    // A burst governor cannot hold is refused, not a panic.
+    let r = call(
+        &a,
+        "POST",
+        "/admin/v1/keys",
+        t,
+        Some(
+            r#"{"name":"Huge","permissions":{"jobs":"read"},"rate_limit":{"per_minute":1,"burst":585462134}}"#,
+        ),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(
+        call(&a, "GET", "/admin/v1/logs?limit=", t, None).status,
+        400
+    );
+    assert_eq!(
+        call(
+            &a,
+            "GET",
+            "/admin/v1/logs?since=9223372036854775807s",
+            t,
+            None
+        )
+        .status,
+        400
+    );
+    assert_eq!(
+        call(&a, "GET", "/admin/v1/keys?q=&after=", t, None).status,
+        200
+    );
+    for bad in [
+        "?limit=0",
+        "?limit=1001",
+        "?limit=abc",
+        "?limit=",
+        "?colour=red",
+    ] {
         let r = call(&a, "GET", &format!("/admin/v1/keys{bad}"), t, None);
         assert_eq!(r.status, 400, "{bad}: {}", r.body);
     }

@@ -497,7 +497,9 @@ async fn reveal_key(admin: &Arc<Admin>, peer: IpAddr, id: &str) -> ApiResult {
     let id_owned = id.to_string();
     let secret = blocking(move || {
         m.reveal(&id_owned).map_err(|e| match e {
-            RevealError::NotRevealable { .. } | RevealError::NoSealKey { .. } => {
+            RevealError::NotRevealable { .. }
+            | RevealError::NoSealKey { .. }
+            | RevealError::WrongSealKey { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "not_revealable", e.to_string())
             }
             RevealError::NotFound(msg) => {

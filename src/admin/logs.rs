@@ -3,7 +3,8 @@
 //! of the previous page: where that page's last record starts in the log, never
 //! anything the client chose, such as its `X-Request-Id`).
 //!
-//! An empty query value (`since=`) is the same as leaving the filter out.
+//! An empty text filter (`since=`) is the same as leaving it out; an empty `limit=`
+//! is not a number (`400`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,7 +18,8 @@ use super::Admin;
 use super::api::{ApiError, ApiResult, bad, blocking, json_response};
 use crate::logs::{self, Filter};
 
-/// The query string as a map; empty values are left out.
+/// The query string as a map; empty text values are left out, an empty `limit`
+/// stays (and is refused: it is not a number).
 pub(super) fn query_map(req: &Request<Incoming>) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     for pair in req
@@ -28,9 +30,9 @@ pub(super) fn query_map(req: &Request<Incoming>) -> BTreeMap<String, String> {
         .filter(|p| !p.is_empty())
     {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = percent_decode(v);
-        if !v.is_empty() {
-            m.insert(percent_decode(k), v);
+        let (k, v) = (percent_decode(k), percent_decode(v));
+        if !v.is_empty() || k == "limit" {
+            m.insert(k, v);
         }
     }
     m
