@@ -167,6 +167,7 @@
   // ---------- tabs (generic: any [role=tab] with aria-controls) ----------
   function tabs() { return Array.from(document.querySelectorAll('[role="tab"]')); }
   function showTab(tab) {
+    say(""); // a message belongs to the tab it was said on
     for (const t of tabs()) {
       const on = t === tab;
       t.setAttribute("aria-selected", String(on));
@@ -468,7 +469,8 @@
     $("f-save").textContent = k ? "Save changes" : "Create key";
     $("f-name").value = k ? k.name : "";
     const r = k && k.rate_limit;
-    $("f-rate").value = r && r.per_second ? r.per_second : "";
+    $("f-rate").value = r ? r.per_second || r.per_minute || "" : "";
+    $("f-rate-per").value = r && r.per_minute ? "per_minute" : "per_second";
     $("f-burst").value = r && r.burst ? r.burst : "";
     $("f-expires").value = k ? toLocalInput(k.expires_at) : "";
     for (const f of ["f-name", "f-perms", "f-rate", "f-burst", "f-expires"]) fieldError(f, "");
@@ -494,10 +496,11 @@
     } else fieldError("f-perms", "");
     const rate = $("f-rate").value.trim();
     const burst = $("f-burst").value.trim();
-    if (rate && !positiveInt(rate)) { fieldError("f-rate", "A whole number of requests per second, 1 or more."); ok = false; }
+    if (rate && !positiveInt(rate)) { fieldError("f-rate", "A whole number of requests, 1 or more."); ok = false; }
     else fieldError("f-rate", "");
     if (burst && !positiveInt(burst)) { fieldError("f-burst", "A whole number, 1 or more."); ok = false; }
-    else if (burst && !rate) { fieldError("f-burst", "Set a rate limit per second first."); ok = false; }
+    else if (burst && !rate) { fieldError("f-burst", "Set a rate limit first."); ok = false; }
+    else if (burst && Number(burst) > 1000000) { fieldError("f-burst", "At most 1000000."); ok = false; }
     else fieldError("f-burst", "");
     const exp = $("f-expires").value;
     let expires = null;
@@ -507,7 +510,8 @@
       else if (t.getTime() <= Date.now() && !(state.editing && state.editing.expires_at)) { fieldError("f-expires", "Choose a time in the future."); ok = false; }
       else { fieldError("f-expires", ""); expires = t.toISOString().replace(/\.\d{3}Z$/, "Z"); }
     } else fieldError("f-expires", "");
-    const rate_limit = rate ? { per_second: Number(rate), ...(burst ? { burst: Number(burst) } : {}) } : null;
+    const per = $("f-rate-per").value;
+    const rate_limit = rate ? { [per]: Number(rate), ...(burst ? { burst: Number(burst) } : {}) } : null;
     return ok ? { name, permissions: perms, rate_limit, expires_at: expires } : null;
   }
 

@@ -324,6 +324,7 @@ test("the console, flow by flow, against a real gateway", async (t) => {
     await page.waitForSelector("#key-dialog[open]");
     assert.equal(await page.inputValue("#f-name"), "Interview Tool");
     assert.equal(await page.isChecked("#perm-candidates-write"), true);
+    assert.equal(await page.inputValue("#f-rate"), "50", "the rate limit is kept");
     await page.fill("#f-name", "Interview Tool v2");
     await page.check("#perm-candidates-none");
     await page.click("#f-save");
