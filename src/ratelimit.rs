@@ -19,6 +19,8 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota};
 use lru::LruCache;
 
+/// The largest burst accepted: governor keeps `period × burst` in u64 nanoseconds.
+pub(crate) const MAX_BURST: u32 = 1_000_000;
 /// A validated rate: `count` requests per `per`, with `burst`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Rate {
@@ -53,6 +55,11 @@ impl Rate {
             None => count,
             Some(b) => NonZeroU32::new(b).ok_or("burst must be at least 1")?,
         };
+        // governor multiplies the period by the burst in u64 nanoseconds: a burst
+        // of millions at one per minute would overflow (and panic).
+        if burst.get() > MAX_BURST {
+            return Err(format!("burst must be at most {MAX_BURST}"));
+        }
         Ok(Self { count, per, burst })
     }
 

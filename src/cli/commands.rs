@@ -170,6 +170,17 @@ pub(crate) fn keys(config_path: &Path, cmd: KeysCommand) -> Result<(), String> {
         }
         KeysCommand::List { json } => {
             let file = m.read().map_err(|e| e.to_string())?;
+            if let Some(err) = m.load_error() {
+                let banner = format!(
+                    "WARNING: the keys file does not load, so it is not in force: {err}\nA running gateway keeps enforcing the last good keys; below is the file on disk."
+                );
+                if json {
+                    eprintln!("{banner}");
+                } else {
+                    output::line(&banner);
+                    output::line("");
+                }
+            }
             let used = state_dir::read_last_used(&m.config.state_dir);
             if json {
                 let v: Vec<_> = file

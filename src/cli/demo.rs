@@ -1,7 +1,10 @@
 //! `keygate demo`: a self-contained demo. A sample applicant-tracking API as the
 //! upstream, keygate in front of it with a demo config and two freshly minted keys in
-//! a temporary directory, and ready-to-paste curl commands. Ctrl-C stops everything
-//! and removes the directory.
+//! a temporary directory, and ready-to-paste curl commands. The keys are sealed under
+//! a seal key made for the demo (so the console can reveal them), and the admin
+//! listener has a token made for the demo: the console URL printed carries it in its
+//! fragment, which the browser never sends. Ctrl-C stops everything and removes the
+//! directory.
 
 pub(crate) mod sample_api;
 
@@ -11,8 +14,11 @@ use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 
+use base64::Engine;
+
 use crate::cli::output;
 use crate::gateway::{Gateway, GatewayOptions};
+use crate::keys::seal::SealKey;
 use crate::keys::{KeyHash, Secret, display_prefix, mint};
 
 /// A temporary directory removed when dropped.
@@ -35,7 +41,7 @@ impl Drop for DemoDir {
     }
 }
 
-fn config_text(port: u16, metrics_port: u16, upstream: SocketAddr) -> String {
+fn config_text(port: u16, metrics_port: u16, admin_port: u16, upstream: SocketAddr) -> String {
     format!(
         r#"# keygate demo configuration (temporary)
 listen: "127.0.0.1:{port}"
@@ -43,7 +49,7 @@ upstream: "http://{upstream}"
 metrics:
   listen: "127.0.0.1:{metrics_port}"
 admin:
-  listen: "127.0.0.1:0"
+  listen: "127.0.0.1:{admin_port}"
 keys_file: keys.yaml
 state_dir: data
 routes:
@@ -61,35 +67,50 @@ access_log:
     )
 }
 
-fn keys_text(zapier: &Secret, reporting: &Secret) -> String {
+fn keys_text(zapier: &Secret, reporting: &Secret, seal: &SealKey) -> Result<String, String> {
     let now = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    let entry = |id: &str, name: &str, key: &Secret, rest: &str| {
-        format!(
-            "  - id: {id}\n    name: {name}\n    sha256: \"{}\"\n    prefix: {}\n    created_at: {now}\n{rest}",
+    let entry = |id: &str, name: &str, key: &Secret, rest: &str| -> Result<String, String> {
+        Ok(format!(
+            "  - id: {id}\n    name: {name}\n    sha256: \"{}\"\n    sealed: \"{}\"\n    prefix: {}\n    created_at: {now}\n{rest}",
             KeyHash::of(key.expose().as_bytes()).to_hex(),
+            seal.seal(id, key)?,
             display_prefix(key.expose()),
-        )
+        ))
     };
-    format!(
+    Ok(format!(
         "api_enabled: true\nkeys:\n{}{}",
         entry(
             "kdemozapier",
             "Zapier",
             zapier,
             "    permissions: { candidates: read, jobs: read, applications: read }\n"
-        ),
+        )?,
         entry(
             "kdemoreport",
             "Reporting Dashboard",
             reporting,
             "    permissions: { \"*\": read }\n    rate_limit: { per_second: 1, burst: 3 }\n"
-        ),
-    )
+        )?,
+    ))
 }
 
-fn print_intro(gw: &Gateway, zapier: &Secret, reporting: &Secret) {
+/// `n` random bytes as lowercase hex.
+fn random_hex(n: usize) -> Result<String, String> {
+    let mut b = vec![0u8; n];
+    getrandom::fill(&mut b).map_err(|e| format!("no randomness: {e}"))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// A seal key for this demo only (base64 of 32 random bytes).
+fn demo_seal_key_text() -> Result<String, String> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).map_err(|e| format!("no randomness: {e}"))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(b))
+}
+
+fn print_intro(gw: &Gateway, zapier: &Secret, reporting: &Secret, token: &str) {
     let base = format!("http://{}", gw.public_addr);
     let z = zapier.expose();
     let r = reporting.expose();
@@ -98,6 +119,8 @@ fn print_intro(gw: &Gateway, zapier: &Secret, reporting: &Secret) {
         String::new(),
         format!("  gateway   {base}"),
         format!("  metrics   http://{}/metrics", gw.metrics_addr),
+        format!("  console   http://{}/#token={token}", gw.admin_addr),
+        "            (open it in a browser: the token after # signs you in; it is made for this demo)".to_string(),
         String::new(),
         "  keys (made for this demo; they disappear when it stops)".to_string(),
         format!("    Zapier               read on candidates, jobs, applications   {z}"),
@@ -136,16 +159,25 @@ pub(crate) async fn run(port: u16) -> Result<(), String> {
     let zapier = mint().map_err(|e| format!("no randomness: {e}"))?;
     let reporting = mint().map_err(|e| format!("no randomness: {e}"))?;
     let metrics_port = if port == 0 { 0 } else { port.saturating_add(1) };
+    let admin_port = if port == 0 { 0 } else { port.saturating_add(2) };
     let cfg = write(
         &dir.0,
         "config.yaml",
-        &config_text(port, metrics_port, upstream),
+        &config_text(port, metrics_port, admin_port, upstream),
     )?;
-    write(&dir.0, "keys.yaml", &keys_text(&zapier, &reporting))?;
-    let gw = Gateway::start(&cfg, GatewayOptions::default())
+    let seal_text = demo_seal_key_text()?;
+    let seal = SealKey::from_base64(&seal_text)?;
+    write(&dir.0, "keys.yaml", &keys_text(&zapier, &reporting, &seal)?)?;
+    let token = random_hex(24)?;
+    let options = GatewayOptions {
+        admin_token: Some(token.clone()),
+        seal_key: Some(seal_text),
+        ..GatewayOptions::default()
+    };
+    let gw = Gateway::start(&cfg, options)
         .await
         .map_err(|e| format!("{e} (try another port with --port)"))?;
-    print_intro(&gw, &zapier, &reporting);
+    print_intro(&gw, &zapier, &reporting, &token);
     tokio::select! {
         _ = int.recv() => {}
         _ = term.recv() => {}

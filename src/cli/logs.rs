@@ -59,19 +59,19 @@ pub(crate) fn run(
         newest(path, filter, limit, None).map_err(|e| format!("{}: {e}", path.display()))?;
     if follow {
         // Recent records oldest first, then new ones as they come.
-        for (raw, line) in found.iter().rev() {
-            print_one(raw, line, json);
+        for f in found.iter().rev() {
+            print_one(&f.raw, &f.line, json);
         }
         return follow_file(path, filter, json);
     }
     if json {
-        for (raw, _) in &found {
-            output::line(raw);
+        for f in &found {
+            output::line(&f.raw);
         }
     } else if found.is_empty() {
         output::line("No matching requests.");
     } else {
-        table(&found.iter().map(|(_, l)| l).collect::<Vec<_>>());
+        table(&found.iter().map(|f| &f.line).collect::<Vec<_>>());
     }
     Ok(())
 }

@@ -1,11 +1,15 @@
 //! The admin listener (SPEC §7): the web console at `/`, the OpenAPI document, and
 //! the JSON admin API under `/admin/v1`. Loopback by default.
 //!
-//! Order for every request: `Host` must be in `admin.allowed_hosts` (else `421`, a
-//! DNS-rebinding guard) → the console and the OpenAPI document need no token → the
+//! Order for every request: `Host` must be well formed (one header, no userinfo, a
+//! numeric port, the same authority as an absolute-form target; else `400`, RFC 9112
+//! §3.2) and in `admin.allowed_hosts` (else `421`, a DNS-rebinding guard) → the
+//! console's files and the OpenAPI document need no token → the
 //! API needs `Authorization: Bearer <token>`, compared in constant time; failed
 //! attempts are limited per client IP (`429`) → the handler in [`api`].
 //! Fails closed: with no token configured the API answers `404 admin_api_disabled`.
+//! Every answer carries `X-Content-Type-Options: nosniff`; the console's pages carry
+//! a CSP without `'unsafe-inline'` (its script and style are files of their own).
 
 pub(crate) mod api;
 mod logs;
@@ -17,7 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST, WWW_AUTHENTICATE};
+use http::header::{
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST, WWW_AUTHENTICATE, X_CONTENT_TYPE_OPTIONS,
+};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use sha2::{Digest, Sha256};
@@ -33,7 +39,19 @@ use crate::ratelimit::{IpLimiter, Per, Rate};
 use crate::server::{ConnInfo, ConnSettings, Service};
 
 const CONSOLE: &str = include_str!("admin/console.html");
+const CONSOLE_JS: &str = include_str!("admin/console.js");
+const CONSOLE_CSS: &str = include_str!("admin/console.css");
 const OPENAPI: &str = include_str!("admin/openapi.json");
+
+/// The console's files (no token needed: they hold no data).
+const STATIC: &[(&str, &str, &str)] = &[
+    ("/", CONSOLE, "text/html; charset=utf-8"),
+    ("/console.js", CONSOLE_JS, "text/javascript; charset=utf-8"),
+    ("/console.css", CONSOLE_CSS, "text/css; charset=utf-8"),
+    ("/admin/v1/openapi.json", OPENAPI, "application/json"),
+];
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// Shortest admin token accepted.
 const MIN_TOKEN: usize = 16;
@@ -113,19 +131,8 @@ impl Admin {
             == 0
     }
 
-    fn host_allowed(&self, req: &Request<Incoming>) -> bool {
-        let host = req
-            .headers()
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()))
-            .unwrap_or("");
-        // Strip the port: "[::1]:9180" → "[::1]", "localhost:9180" → "localhost".
-        let name = match host.rfind(':') {
-            Some(i) if !host[i..].contains(']') => &host[..i],
-            _ => host,
-        };
-        let name = name.to_ascii_lowercase();
+    fn host_allowed(&self, host: &str) -> bool {
+        let name = host_name(host).unwrap_or("").to_ascii_lowercase();
         let bare = name.trim_start_matches('[').trim_end_matches(']');
         self.snapshots
             .load()
@@ -137,23 +144,90 @@ impl Admin {
     }
 }
 
+/// The name part of a `Host` value (`[::1]:9180` → `[::1]`, `localhost:9180` →
+/// `localhost`), or `None` when the value is malformed: userinfo, a port that is not
+/// a number from 1 to 65535, an empty name, characters no host name has.
+fn host_name(host: &str) -> Option<&str> {
+    let (name, port) = if host.starts_with('[') {
+        let end = host.find(']')?;
+        let rest = &host[end + 1..];
+        (
+            &host[..=end],
+            (!rest.is_empty()).then_some(rest.strip_prefix(':')?),
+        )
+    } else {
+        match host.split_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (host, None),
+        }
+    };
+    let name_ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b));
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty()
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u16>().is_ok_and(|n| n > 0)
+    });
+    (name_ok && port_ok).then_some(name)
+}
+
+/// The request's `Host`, or why it is malformed (RFC 9112 §3.2: `400`).
+fn request_host(req: &Request<Incoming>) -> Result<String, &'static str> {
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
+        return Err("the request has more than one Host header");
+    }
+    let header = header
+        .map(|h| h.to_str().map_err(|_| "the Host header is not text"))
+        .transpose()?;
+    let target = req.uri().authority().map(|a| a.as_str());
+    let host = match (header, target) {
+        (Some(h), Some(t)) if !h.eq_ignore_ascii_case(t) => {
+            return Err("the request target names another host than the Host header");
+        }
+        (Some(h), _) => h,
+        (None, Some(t)) => t,
+        (None, None) => "",
+    };
+    if !host.is_empty() && host_name(host).is_none() {
+        return Err("the Host header is malformed (userinfo, or a port that is not 1-65535)");
+    }
+    Ok(host.to_string())
+}
+
 fn static_page(body: &'static str, content_type: &'static str) -> Response<ResBody> {
     let mut r = Response::new(ResBody::full(Bytes::from_static(body.as_bytes())));
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        "content-security-policy",
-        HeaderValue::from_static("default-src 'self'; script-src 'unsafe-inline' 'self'; style-src 'unsafe-inline' 'self'; frame-ancestors 'none'"),
-    );
+    h.insert("content-security-policy", HeaderValue::from_static(CSP));
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     r
 }
 
 async fn handle(admin: Arc<Admin>, peer: IpAddr, req: Request<Incoming>) -> Response<ResBody> {
+    let mut res = answer(admin, peer, req).await;
+    res.headers_mut()
+        .insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    res
+}
+
+async fn answer(admin: Arc<Admin>, peer: IpAddr, req: Request<Incoming>) -> Response<ResBody> {
     let rid = requestid::for_request(req.headers());
-    if !admin.host_allowed(&req) {
+    let host = match request_host(&req) {
+        Ok(h) => h,
+        Err(why) => {
+            let mut res = error_response(StatusCode::BAD_REQUEST, "bad_host", why, &rid);
+            res.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            return res;
+        }
+    };
+    if !admin.host_allowed(&host) {
         return error_response(
             StatusCode::MISDIRECTED_REQUEST,
             "host_not_allowed",
@@ -163,11 +237,8 @@ async fn handle(admin: Arc<Admin>, peer: IpAddr, req: Request<Incoming>) -> Resp
     }
     let path = req.uri().path().to_string();
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
-    if path == "/" && get {
-        return static_page(CONSOLE, "text/html; charset=utf-8");
-    }
-    if path == "/admin/v1/openapi.json" && get {
-        return static_page(OPENAPI, "application/json");
+    if get && let Some((_, body, ctype)) = STATIC.iter().find(|(p, _, _)| *p == path) {
+        return static_page(body, ctype);
     }
     let Some(rest) = path.strip_prefix("/admin/v1/") else {
         return error_response(

@@ -62,6 +62,10 @@ pub(crate) enum RevealError {
         "key '{name}' has a sealed copy, but no seal key is set: set KEYGATE_SEAL_KEY (or KEYGATE_SEAL_KEY_FILE) to the key it was sealed with"
     )]
     NoSealKey { name: String },
+    #[error(
+        "key '{name}' has a sealed copy that does not open with this seal key: it was sealed with another one"
+    )]
+    WrongSealKey { name: String },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -107,6 +111,20 @@ fn not_found(selector: &str) -> WriteError {
     WriteError::NotFound(selector.to_string())
 }
 
+/// `NameTaken` when a key other than `except` (an index) has `name`, ignoring case.
+fn check_name_free(file: &KeysFile, name: &str, except: Option<usize>) -> Result<(), WriteError> {
+    let lower = name.to_lowercase();
+    match file
+        .keys
+        .iter()
+        .enumerate()
+        .find(|(i, k)| Some(*i) != except && k.name.to_lowercase() == lower)
+    {
+        Some((_, k)) => Err(WriteError::NameTaken(k.name.clone())),
+        None => Ok(()),
+    }
+}
+
 fn levels_to_strings(m: &BTreeMap<String, Level>) -> BTreeMap<String, String> {
     m.iter()
         .map(|(c, l)| (c.clone(), l.as_str().to_string()))
@@ -147,6 +165,16 @@ impl Manager {
             seal,
             actor,
         }
+    }
+
+    /// Why the keys file on disk would not load now (the gateway then keeps the
+    /// last good keys in force); `None` when it would.
+    pub(crate) fn load_error(&self) -> Option<String> {
+        KeysFile::load(self.keys_file())
+            .map_err(WriteError::from)
+            .and_then(|f| self.validate(&f))
+            .err()
+            .map(|e| e.to_string())
     }
 
     pub(crate) fn keys_file(&self) -> &Path {
@@ -205,7 +233,7 @@ impl Manager {
         validate_name(&new.name).map_err(|e| WriteError::Rejected(format!("name: {e}")))?;
         let secret = mint().map_err(|e| WriteError::Rejected(format!("no randomness: {e}")))?;
         let created = self.update(None, |file| {
-            // cluster: via self.update
+            check_name_free(file, &new.name, None)?;
             let mut id = KeyId::generate()
                 .map_err(|e| WriteError::Rejected(format!("no randomness: {e}")))?;
             while file.keys.iter().any(|k| k.id == id.as_str()) {
@@ -256,6 +284,9 @@ impl Manager {
         let entry = self.update(edit.if_match, |file| {
             // cluster: via self.update
             let i = find(file, selector).ok_or_else(|| not_found(selector))?;
+            if let Some(n) = &edit.name {
+                check_name_free(file, n, Some(i))?;
+            }
             let k = &mut file.keys[i];
             if let Some(n) = &edit.name {
                 validate_name(n).map_err(|e| WriteError::Rejected(format!("name: {e}")))?;
@@ -323,7 +354,10 @@ impl Manager {
         let secret = match (&entry.secret, &entry.sealed, &self.seal) {
             (Some(s), _, _) => Secret::new(s.clone()),
             (None, Some(sealed), Some(key)) => {
-                key.open(&entry.id, sealed).map_err(RevealError::Other)?
+                key.open(&entry.id, sealed)
+                    .map_err(|_| RevealError::WrongSealKey {
+                        name: entry.name.clone(),
+                    })?
             }
             (None, Some(_), None) => return Err(RevealError::NoSealKey { name: entry.name }),
             (None, None, _) => return Err(RevealError::NotRevealable { name: entry.name }),

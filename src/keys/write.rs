@@ -24,6 +24,9 @@ pub(crate) enum WriteError {
     /// The request does not fit the keys (duplicate name, bad value…).
     #[error("{0}")]
     Rejected(String),
+    /// Another key already has this name (names are unique ignoring case).
+    #[error("a key named {0} already exists")]
+    NameTaken(String),
     /// No key with this id or name.
     #[error("no key with id or name {0:?} (see `keygate keys list`)")]
     NotFound(String),

@@ -130,6 +130,8 @@ pub(crate) fn format_record(r: &Record) -> String {
         r.status,
         r.decision.as_str()
     );
+    o.push_str(",\"reason\":");
+    push_opt_str(&mut o, r.reason);
     o.push_str(",\"key_id\":");
     push_opt_str(&mut o, r.key.as_ref().map(|k| k.id.as_str()));
     o.push_str(",\"key_name\":");

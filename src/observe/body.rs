@@ -128,9 +128,14 @@ impl ResBody {
     }
 
     /// The upstream's body failed or stalled: the client's stream is cut.
-    fn cut(&mut self) {
+    fn cut(&mut self, stalled: bool) {
         if let Some(mut f) = self.finish.take() {
             f.record.decision = Decision::UpstreamError;
+            f.record.reason = Some(if stalled {
+                "upstream_timeout"
+            } else {
+                "upstream_unavailable"
+            });
             f.fire(true, self.sent);
         }
     }
@@ -180,7 +185,10 @@ impl Body for ResBody {
             }
             Poll::Ready(None) => this.complete(),
             // The upstream failed or stalled mid-body: the client's stream is cut.
-            Poll::Ready(Some(Err(_))) => this.cut(),
+            Poll::Ready(Some(Err(e))) => {
+                let stalled = e.is::<UpstreamReadTimeout>();
+                this.cut(stalled);
+            }
             Poll::Pending => {}
         }
         res

@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -16,8 +17,6 @@ use crate::config::units::parse_duration;
 #[derive(Debug, Deserialize)]
 pub(crate) struct Line {
     pub(crate) ts: String,
-    #[serde(default)]
-    pub(crate) request_id: String,
     pub(crate) method: String,
     pub(crate) path: String,
     pub(crate) status: u16,
@@ -81,7 +80,8 @@ pub(crate) fn parse_since(s: &str, now: OffsetDateTime) -> Result<OffsetDateTime
         "w" => n.saturating_mul(604_800),
         _ => return Err(err()),
     };
-    Ok(now - time::Duration::seconds(secs))
+    now.checked_sub(time::Duration::seconds(secs))
+        .ok_or_else(err)
 }
 
 pub(crate) fn parse_slower_than(s: &str) -> Result<f64, String> {
@@ -102,7 +102,7 @@ impl Filter {
         let ok = self
             .path
             .as_ref()
-            .is_none_or(|p| l.path.contains(p.as_str()))
+            .is_none_or(|p| contains_ignoring_case(&l.path, p))
             && self
                 .method
                 .as_ref()
@@ -122,6 +122,12 @@ impl Filter {
     }
 }
 
+/// Whether `needle` occurs in `hay`, ignoring ASCII case (routing ignores case too).
+fn contains_ignoring_case(hay: &str, needle: &str) -> bool {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+}
+
 /// The current file, then `.1`, `.2`… while they exist.
 pub(crate) fn files(path: &Path) -> Vec<PathBuf> {
     let mut v = vec![path.to_path_buf()];
@@ -135,28 +141,29 @@ pub(crate) fn files(path: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Calls `each` with every line of `file`, last line first, reading backwards in
-/// blocks. Stops when `each` returns false.
-fn lines_backwards(file: &Path, mut each: impl FnMut(&[u8]) -> bool) -> std::io::Result<bool> {
+/// Calls `each` with every line of `file` and the offset where it starts, last line
+/// first, reading backwards in blocks from `end` (the file's length when `None`).
+/// Stops when `each` returns false.
+fn lines_backwards(
+    file: &mut File,
+    end: Option<u64>,
+    mut each: impl FnMut(&[u8], u64) -> bool,
+) -> std::io::Result<bool> {
     const BLOCK: u64 = 64 * 1024;
-    let mut f = match File::open(file) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
-        Err(e) => return Err(e),
-    };
-    let mut pos = f.metadata()?.len();
+    let len = file.metadata()?.len();
+    let mut pos = end.map_or(len, |e| e.min(len));
     let mut carry: Vec<u8> = Vec::new(); // the start of a line whose beginning is further back
     while pos > 0 {
         let start = pos.saturating_sub(BLOCK);
         let mut block = vec![0u8; (pos - start) as usize];
-        f.seek(SeekFrom::Start(start))?;
-        f.read_exact(&mut block)?;
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut block)?;
         block.extend_from_slice(&carry);
         let mut end = block.len();
         // Every complete line in this block, last first.
         while let Some(nl) = block[..end].iter().rposition(|&b| b == b'\n') {
             let line = &block[nl + 1..end];
-            if !line.is_empty() && !each(line) {
+            if !line.is_empty() && !each(line, start + nl as u64 + 1) {
                 return Ok(false);
             }
             end = nl;
@@ -164,35 +171,84 @@ fn lines_backwards(file: &Path, mut each: impl FnMut(&[u8]) -> bool) -> std::io:
         carry = block[..end].to_vec();
         pos = start;
     }
-    if !carry.is_empty() && !each(&carry) {
+    if !carry.is_empty() && !each(&carry, 0) {
         return Ok(false);
     }
     Ok(true)
 }
 
-/// The newest `limit` records that pass `filter`, newest first (raw line, parsed);
-/// with `before` (a request id, the cursor), only records older than that one.
+/// Where a record starts: the file (by inode, which survives rotation's renames) and
+/// the byte offset. Shown to clients only as an opaque [`Cursor::encode`] string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cursor {
+    ino: u64,
+    offset: u64,
+}
+
+impl Cursor {
+    /// The opaque form: `c` + 32 hex digits.
+    pub(crate) fn encode(self) -> String {
+        format!("c{:016x}{:016x}", self.ino, self.offset)
+    }
+
+    pub(crate) fn decode(s: &str) -> Option<Self> {
+        let hex = s.strip_prefix('c').filter(|h| h.len() == 32)?;
+        Some(Self {
+            ino: u64::from_str_radix(hex.get(..16)?, 16).ok()?,
+            offset: u64::from_str_radix(hex.get(16..)?, 16).ok()?,
+        })
+    }
+}
+
+/// One record found: its raw line, the parsed fields, and where it starts.
+#[derive(Debug)]
+pub(crate) struct Found {
+    pub(crate) raw: String,
+    pub(crate) line: Line,
+    pub(crate) at: Cursor,
+}
+
+/// The newest `limit` records that pass `filter`, newest first; with `before` (the
+/// [`Cursor`] of a record from an earlier page), only records older than that one.
+/// A cursor whose file has been rotated away finds nothing.
 pub(crate) fn newest(
     path: &Path,
     filter: &Filter,
     limit: usize,
-    before: Option<&str>,
-) -> std::io::Result<Vec<(String, Line)>> {
+    before: Option<Cursor>,
+) -> std::io::Result<Vec<Found>> {
     let mut out = Vec::new();
-    let mut skipping = before.is_some();
-    for file in files(path) {
-        let go_on = lines_backwards(&file, |raw| {
+    // With a cursor, files newer than the cursor's one are skipped.
+    let mut waiting = before.is_some();
+    for name in files(path) {
+        let mut file = match File::open(&name) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let ino = file.metadata()?.ino();
+        let mut end = None;
+        if waiting {
+            match before {
+                Some(c) if c.ino == ino => {
+                    waiting = false;
+                    end = Some(c.offset);
+                }
+                _ => continue,
+            }
+        }
+        let go_on = lines_backwards(&mut file, end, |raw, offset| {
             let Ok(line) = serde_json::from_slice::<Line>(raw) else {
                 return true; // not a record (a torn line): skip it
             };
-            if skipping {
-                skipping = before != Some(line.request_id.as_str());
-                return true;
-            }
             match filter.check(&line) {
                 None => false,
                 Some(true) => {
-                    out.push((String::from_utf8_lossy(raw).into_owned(), line));
+                    out.push(Found {
+                        raw: String::from_utf8_lossy(raw).into_owned(),
+                        line,
+                        at: Cursor { ino, offset },
+                    });
                     out.len() < limit
                 }
                 Some(false) => true,
@@ -234,6 +290,15 @@ mod tests {
     }
 
     #[test]
+    fn path_filter_ignores_case_and_cursors_round_trip() {
+        assert!(contains_ignoring_case("/API/v1/Jobs", "api/v1/jobs"));
+        assert!(!contains_ignoring_case("/api", "/api/v1"));
+        let c = Cursor { ino: 42, offset: 7 };
+        assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        assert_eq!(Cursor::decode("01JD3-request-id"), None);
+    }
+
+    #[test]
     fn backwards_reading_handles_block_boundaries() {
         let dir = std::env::temp_dir().join(format!("kg-logs-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -244,8 +309,11 @@ mod tests {
         }
         std::fs::write(&p, &text).unwrap();
         let mut got = Vec::new();
-        lines_backwards(&p, |l| {
-            got.push(String::from_utf8_lossy(l).into_owned());
+        let mut f = File::open(&p).unwrap();
+        lines_backwards(&mut f, None, |l, at| {
+            let line = String::from_utf8_lossy(l).into_owned();
+            assert!(text[at as usize..].starts_with(&line));
+            got.push(line);
             true
         })
         .unwrap();

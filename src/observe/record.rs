@@ -113,6 +113,8 @@ pub struct Record {
     /// any response head.
     pub status: u16,
     pub decision: Decision,
+    /// The refusal's code (`invalid_api_key`…); `None` for a forwarded request.
+    pub reason: Option<&'static str>,
     pub(crate) key: Option<Arc<KeyRecord>>,
     pub category: Option<Arc<str>>,
     pub ip: IpAddr,
@@ -175,6 +177,7 @@ impl Finish {
                 path: String::new(),
                 status: 499,
                 decision: Decision::ClientClosed,
+                reason: None,
                 key: None,
                 category: None,
                 ip,

@@ -100,6 +100,7 @@ pub(crate) async fn handle(
             // An unread request body must never be parsed as the next request.
             let unread = has_body && fin.counters.as_ref().is_none_or(|c| !c.body_fully_read());
             fin.record.decision = reject.decision();
+            fin.record.reason = Some(reject.code());
             let mut res = reject.into_response(&request_id, unread);
             fin.record.status = res.status().as_u16();
             res.body_mut().attach(fin, is_head);

@@ -108,8 +108,7 @@ impl Reject {
         self.parts().decision
     }
 
-    /// The error code of the body (`invalid_api_key`…).
-    #[cfg(test)]
+    /// The refusal's code, as in the error body and the access log's `reason`.
     pub(crate) fn code(&self) -> &'static str {
         self.parts().code
     }

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Admin;
+use super::logs::{percent_decode, query_map};
 use crate::control::manage::{KeyEdit, Manager, NewKey, RevealError, key_view, parse_expiry};
 use crate::keys::Level;
 use crate::keys::file::{KeyEntry, KeyRateFile};
@@ -54,6 +55,7 @@ impl From<WriteError> for ApiError {
         let (status, code) = match &e {
             WriteError::ReadOnly(_) => (StatusCode::CONFLICT, "keys_file_read_only"),
             WriteError::NotFound(_) => (StatusCode::NOT_FOUND, "key_not_found"),
+            WriteError::NameTaken(_) => (StatusCode::CONFLICT, "name_taken"),
             WriteError::Invalid(_) | WriteError::Rejected(_) => {
                 (StatusCode::BAD_REQUEST, "invalid_request")
             }
@@ -176,6 +178,80 @@ fn apply_now(admin: &Admin) {
     }
 }
 
+/// Every endpoint of the API: the one list the router, the `405`'s `Allow` and the
+/// OpenAPI test read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Endpoint {
+    Keys,
+    Key,
+    Reveal,
+    Api,
+    Categories,
+    Logs,
+    Reload,
+    Status,
+    Cluster,
+}
+
+impl Endpoint {
+    #[cfg(test)]
+    pub(super) const ALL: [Self; 9] = [
+        Self::Keys,
+        Self::Key,
+        Self::Reveal,
+        Self::Api,
+        Self::Categories,
+        Self::Logs,
+        Self::Reload,
+        Self::Status,
+        Self::Cluster,
+    ];
+
+    /// The path under `/admin/v1` as the OpenAPI document writes it.
+    #[cfg(test)]
+    pub(super) fn template(self) -> &'static str {
+        match self {
+            Self::Keys => "/keys",
+            Self::Key => "/keys/{id}",
+            Self::Reveal => "/keys/{id}/reveal",
+            Self::Api => "/api",
+            Self::Categories => "/categories",
+            Self::Logs => "/logs",
+            Self::Reload => "/reload",
+            Self::Status => "/status",
+            Self::Cluster => "/cluster",
+        }
+    }
+
+    /// The methods it answers (the `Allow` of a `405`).
+    pub(super) fn allow(self) -> &'static str {
+        match self {
+            Self::Keys => "GET, POST",
+            Self::Key => "GET, PATCH, DELETE",
+            Self::Reveal | Self::Reload => "POST",
+            Self::Api => "GET, PUT",
+            Self::Categories | Self::Logs | Self::Status | Self::Cluster => "GET",
+        }
+    }
+
+    /// The endpoint and its `{id}` for a path under `/admin/v1/`.
+    pub(super) fn parse(rest: &str) -> Option<(Self, &str)> {
+        let segs: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+        Some(match segs.as_slice() {
+            ["keys"] => (Self::Keys, ""),
+            ["keys", id] if !id.is_empty() => (Self::Key, id),
+            ["keys", id, "reveal"] if !id.is_empty() => (Self::Reveal, id),
+            ["api"] => (Self::Api, ""),
+            ["categories"] => (Self::Categories, ""),
+            ["logs"] => (Self::Logs, ""),
+            ["reload"] => (Self::Reload, ""),
+            ["status"] => (Self::Status, ""),
+            ["cluster"] => (Self::Cluster, ""),
+            _ => return None,
+        })
+    }
+}
+
 pub(super) async fn route(
     admin: &Arc<Admin>,
     peer: IpAddr,
@@ -183,56 +259,17 @@ pub(super) async fn route(
     req: Request<Incoming>,
     rid: &HeaderValue,
 ) -> Response<ResBody> {
-    let segs: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
     let method = req.method().clone();
-    let result = match (segs.as_slice(), &method) {
-        (["keys"], &Method::GET) => list_keys(admin, peer).await,
-        (["keys"], &Method::POST) => create_key(admin, peer, req).await,
-        (["keys"], _) => not_allowed("GET, POST"),
-        (["keys", id], &Method::GET) => get_key(admin, peer, id).await,
-        (["keys", id], &Method::PATCH) => patch_key(admin, peer, id, req).await,
-        // cluster: If-Match on DELETE.
-        (["keys", id], &Method::DELETE) => {
-            match crate::control::cluster::write::if_match(req.headers()) {
-                Ok(m) => delete_key(admin, peer, id, m).await,
-                Err(e) => Err(bad(e)),
-            }
-        }
-        (["keys", _], _) => not_allowed("GET, PATCH, DELETE"),
-        (["keys", id, "reveal"], &Method::POST) => reveal_key(admin, peer, id).await,
-        (["keys", _, "reveal"], _) => not_allowed("POST"),
-        (["api"], &Method::GET) => {
-            let on = admin.snapshots.load().keys.api_enabled;
-            Ok(json_response(StatusCode::OK, &json!({ "enabled": on })))
-        }
-        (["api"], &Method::PUT) => put_api(admin, peer, req).await,
-        (["api"], _) => not_allowed("GET, PUT"),
-        (["categories"], &Method::GET) => {
-            let snap = admin.snapshots.load();
-            let cats: Vec<Value> = snap
-                .config
-                .policy
-                .categories()
-                .map(|(name, patterns)| json!({ "name": name, "patterns": patterns }))
-                .collect();
-            Ok(json_response(StatusCode::OK, &json!(cats)))
-        }
-        (["categories"], _) => not_allowed("GET"),
-        (["logs"], &Method::GET) => super::logs::get_logs(admin, &req).await,
-        (["logs"], _) => not_allowed("GET"),
-        // cluster: the cluster's status.
-        (["cluster"], &Method::GET) => crate::control::cluster::admin_route(admin.cluster.as_ref())
-            .await
-            .map(|v| json_response(StatusCode::OK, &v))
-            .map_err(|m| ApiError::new(StatusCode::NOT_FOUND, "cluster_off", m)),
-        (["cluster"], _) => not_allowed("GET"),
-        (["reload"], &Method::POST) => reload(admin).await,
-        (["reload"], _) => not_allowed("POST"),
-        _ => Err(ApiError::new(
+    let result = match Endpoint::parse(rest) {
+        None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no such endpoint: /admin/v1/{rest} (see /admin/v1/openapi.json)"),
         )),
+        Some((ep, id)) => {
+            let id = percent_decode(id);
+            dispatch(admin, peer, ep, &id, method, req).await
+        }
     };
     match result {
         Ok(mut r) => {
@@ -250,6 +287,62 @@ pub(super) async fn route(
     }
 }
 
+async fn dispatch(
+    admin: &Arc<Admin>,
+    peer: IpAddr,
+    ep: Endpoint,
+    id: &str,
+    method: Method,
+    req: Request<Incoming>,
+) -> ApiResult {
+    use Endpoint as E;
+    match (ep, method) {
+        (E::Keys, Method::GET) => list_keys(admin, peer, &query_map(&req)).await,
+        (E::Keys, Method::POST) => create_key(admin, peer, req).await,
+        (E::Key, Method::GET) => get_key(admin, peer, id).await,
+        (E::Key, Method::PATCH) => patch_key(admin, peer, id, req).await,
+        (E::Key, Method::DELETE) => match crate::control::cluster::write::if_match(req.headers()) {
+            Ok(m) => delete_key(admin, peer, id, m).await,
+            Err(e) => Err(bad(e)),
+        },
+        (E::Reveal, Method::POST) => reveal_key(admin, peer, id).await,
+        (E::Api, Method::GET) => {
+            let on = admin.snapshots.load().keys.api_enabled;
+            Ok(json_response(StatusCode::OK, &json!({ "enabled": on })))
+        }
+        (E::Api, Method::PUT) => put_api(admin, peer, req).await,
+        (E::Categories, Method::GET) => {
+            let snap = admin.snapshots.load();
+            let cats: Vec<Value> = snap
+                .config
+                .policy
+                .categories()
+                .map(|(name, patterns)| json!({ "name": name, "patterns": patterns }))
+                .collect();
+            Ok(json_response(StatusCode::OK, &json!(cats)))
+        }
+        (E::Logs, Method::GET) => super::logs::get_logs(admin, &req).await,
+        (E::Reload, Method::POST) => reload(admin).await,
+        (E::Status, Method::GET) => status(admin, peer).await,
+        (E::Cluster, Method::GET) => crate::control::cluster::admin_route(admin.cluster.as_ref())
+            .await
+            .map(|v| json_response(StatusCode::OK, &v))
+            .map_err(|m| ApiError::new(StatusCode::NOT_FOUND, "cluster_off", m)),
+        (
+            E::Keys
+            | E::Key
+            | E::Reveal
+            | E::Api
+            | E::Categories
+            | E::Logs
+            | E::Reload
+            | E::Status
+            | E::Cluster,
+            _,
+        ) => not_allowed(ep.allow()),
+    }
+}
+
 fn not_allowed(allow: &'static str) -> ApiResult {
     let mut e = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -260,11 +353,69 @@ fn not_allowed(allow: &'static str) -> ApiResult {
     Err(e)
 }
 
-async fn list_keys(admin: &Arc<Admin>, peer: IpAddr) -> ApiResult {
+/// Keys on one page at most (`limit`'s default and maximum).
+const PAGE_DEFAULT: usize = 100;
+const PAGE_MAX: usize = 1000;
+
+/// `GET /keys?limit=&after=&q=`: keys in id order, after the cursor `after` (the last
+/// id of the previous page), whose name contains `q` ignoring case. Only one page is
+/// turned into JSON, so the answer's size does not grow with the number of keys.
+async fn list_keys(admin: &Arc<Admin>, peer: IpAddr, q: &BTreeMap<String, String>) -> ApiResult {
+    for k in q.keys() {
+        if !matches!(k.as_str(), "limit" | "after" | "q") {
+            return Err(bad(format!("{k}: unknown parameter (limit, after or q)")));
+        }
+    }
+    let limit = match q.get("limit") {
+        None => PAGE_DEFAULT,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=PAGE_MAX).contains(n))
+            .ok_or_else(|| bad(format!("limit: a number from 1 to {PAGE_MAX}")))?,
+    };
+    let after = q.get("after").cloned();
+    let needle = q.get("q").map(|s| s.to_lowercase());
     let m = manager(admin, peer)?;
     let file = blocking(move || m.read().map_err(ApiError::from)).await?;
-    let keys: Vec<Value> = file.keys.iter().map(|e| key_json(admin, e)).collect();
-    Ok(json_response(StatusCode::OK, &json!(keys)))
+    let mut page: Vec<&KeyEntry> = file
+        .keys
+        .iter()
+        .filter(|k| after.as_deref().is_none_or(|a| k.id.as_str() > a))
+        .filter(|k| {
+            needle
+                .as_deref()
+                .is_none_or(|n| k.name.to_lowercase().contains(n))
+        })
+        .collect();
+    page.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let next_after = if more {
+        page.last().map(|k| k.id.clone())
+    } else {
+        None
+    };
+    let keys: Vec<Value> = page.iter().map(|e| key_json(admin, e)).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "keys": keys, "next_after": next_after }),
+    ))
+}
+
+/// `GET /status`: whether the keys file on disk loads, and what is in force.
+async fn status(admin: &Arc<Admin>, peer: IpAddr) -> ApiResult {
+    let m = manager(admin, peer)?;
+    let path = m.keys_file().display().to_string();
+    let error = blocking(move || Ok(m.load_error())).await?;
+    let snap = admin.snapshots.load();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "keys_file": { "path": path, "loads": error.is_none(), "error": error },
+            "enforced": { "keys": snap.keys.len(), "api_enabled": snap.keys.api_enabled },
+        }),
+    ))
 }
 
 async fn get_key(admin: &Arc<Admin>, peer: IpAddr, id: &str) -> ApiResult {
@@ -380,7 +531,9 @@ async fn reveal_key(admin: &Arc<Admin>, peer: IpAddr, id: &str) -> ApiResult {
     let id_owned = id.to_string();
     let secret = blocking(move || {
         m.reveal(&id_owned).map_err(|e| match e {
-            RevealError::NotRevealable { .. } | RevealError::NoSealKey { .. } => {
+            RevealError::NotRevealable { .. }
+            | RevealError::NoSealKey { .. }
+            | RevealError::WrongSealKey { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "not_revealable", e.to_string())
             }
             RevealError::NotFound(msg) => {
@@ -421,4 +574,40 @@ async fn reload(admin: &Arc<Admin>) -> ApiResult {
         c.resync();
     }
     Ok(json_response(StatusCode::OK, &json!({ "reloaded": true })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every endpoint served is documented with exactly its methods, and every
+    /// documented path is served (`{id}` filled in).
+    #[test]
+    fn routes_and_openapi_agree() {
+        let doc: Value = serde_json::from_str(super::super::OPENAPI).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        for ep in Endpoint::ALL {
+            let item = paths
+                .get(ep.template())
+                .unwrap_or_else(|| panic!("{} is served but not documented", ep.template()));
+            let mut documented: Vec<String> = item
+                .as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| *k != "parameters")
+                .map(|k| k.to_uppercase())
+                .collect();
+            documented.sort();
+            let mut served: Vec<String> = ep.allow().split(", ").map(String::from).collect();
+            served.sort();
+            assert_eq!(documented, served, "methods of {}", ep.template());
+        }
+        for path in paths.keys() {
+            let concrete = path.replace("{id}", "k123");
+            let (ep, _) = Endpoint::parse(concrete.trim_start_matches('/'))
+                .unwrap_or_else(|| panic!("{path} is documented but not served"));
+            assert_eq!(ep.template(), path);
+        }
+        assert_eq!(paths.len(), Endpoint::ALL.len());
+    }
 }

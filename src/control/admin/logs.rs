@@ -1,6 +1,10 @@
 //! `GET /admin/v1/logs`: the request log through the admin API, newest first, with
-//! the filters of `keygate logs` and a cursor (`before` = the `next_before` of the
-//! previous page).
+//! the filters of `keygate logs` and an opaque cursor (`before` = the `next_before`
+//! of the previous page: where that page's last record starts in the log, never
+//! anything the client chose, such as its `X-Request-Id`).
+//!
+//! An empty text filter (`since=`) is the same as leaving it out; an empty `limit=`
+//! is not a number (`400`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +18,9 @@ use super::Admin;
 use super::api::{ApiError, ApiResult, bad, blocking, json_response};
 use crate::observe::logs::{self, Filter};
 
-fn query_map(req: &Request<Incoming>) -> BTreeMap<String, String> {
+/// The query string as a map; empty text values are left out, an empty `limit`
+/// stays (and is refused: it is not a number).
+pub(super) fn query_map(req: &Request<Incoming>) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     for pair in req
         .uri()
@@ -24,12 +30,15 @@ fn query_map(req: &Request<Incoming>) -> BTreeMap<String, String> {
         .filter(|p| !p.is_empty())
     {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        m.insert(percent_decode(k), percent_decode(v));
+        let (k, v) = (percent_decode(k), percent_decode(v));
+        if !v.is_empty() || k == "limit" {
+            m.insert(k, v);
+        }
     }
     m
 }
 
-fn percent_decode(s: &str) -> String {
+pub(super) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -90,11 +99,11 @@ pub(super) async fn get_logs(admin: &Arc<Admin>, req: &Request<Incoming>) -> Api
             .filter(|n| (1..=1000).contains(n))
             .ok_or_else(|| bad("limit: a number from 1 to 1000"))?,
     };
-    let before = q.get("before").cloned();
+    let raw_before = q.get("before").cloned();
     // cluster: the recent requests of every replica.
     if let Some(c) = &admin.cluster {
         let (records, next) =
-            crate::control::cluster::logs::query(c, &filter, limit, before.as_deref())
+            crate::control::cluster::logs::query(c, &filter, limit, raw_before.as_deref())
                 .await
                 .map_err(|m| {
                     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable", m)
@@ -104,6 +113,13 @@ pub(super) async fn get_logs(admin: &Arc<Admin>, req: &Request<Incoming>) -> Api
             &json!({ "records": records, "next_before": next }),
         ));
     }
+    let before = raw_before
+        .as_ref()
+        .map(|c| {
+            logs::Cursor::decode(c)
+                .ok_or_else(|| bad("before: not a cursor (use the next_before of a page)"))
+        })
+        .transpose()?;
     let crate::config::LogTarget::File(path) =
         admin.snapshots.load().config.access_log.target.clone()
     else {
@@ -114,7 +130,7 @@ pub(super) async fn get_logs(admin: &Arc<Admin>, req: &Request<Incoming>) -> Api
         ));
     };
     let found = blocking(move || {
-        logs::newest(&path, &filter, limit, before.as_deref()).map_err(|e| {
+        logs::newest(&path, &filter, limit, before).map_err(|e| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "log_read_failed",
@@ -124,11 +140,11 @@ pub(super) async fn get_logs(admin: &Arc<Admin>, req: &Request<Incoming>) -> Api
     })
     .await?;
     let next = (found.len() == limit)
-        .then(|| found.last().map(|(_, l)| l.request_id.clone()))
+        .then(|| found.last().map(|f| f.at.encode()))
         .flatten();
     let records: Vec<Value> = found
         .iter()
-        .filter_map(|(raw, _)| serde_json::from_str(raw).ok())
+        .filter_map(|f| serde_json::from_str(&f.raw).ok())
         .collect();
     Ok(json_response(
         StatusCode::OK,
