@@ -48,6 +48,11 @@ const STATIC: &[(&str, &str, &str)] = &[
     ("/", CONSOLE, "text/html; charset=utf-8"),
     ("/console.js", CONSOLE_JS, "text/javascript; charset=utf-8"),
     ("/console.css", CONSOLE_CSS, "text/css; charset=utf-8"),
+    (
+        "/webhooks.js",
+        crate::control::webhooks::CONSOLE_JS,
+        "text/javascript; charset=utf-8",
+    ),
     ("/admin/v1/openapi.json", OPENAPI, "application/json"),
 ];
 

@@ -64,7 +64,6 @@ pub(crate) enum Job {
 }
 
 /// The console's Webhooks tab: a script that fills `<div id="webhooks-panel">`.
-#[allow(dead_code, reason = "served once the console merges")]
 pub(crate) const CONSOLE_JS: &str = include_str!("webhooks/console.js");
 
 /// Capacity of the hand-off channel from request tasks to the worker.

@@ -602,12 +602,16 @@ mod tests {
             served.sort();
             assert_eq!(documented, served, "methods of {}", ep.template());
         }
-        for path in paths.keys() {
+        // Webhook endpoints are routed by control/webhooks/admin.rs (and served
+        // and tested in tests/webhooks.rs); the rest by the table here.
+        let webhooks = paths.keys().filter(|p| p.starts_with("/webhooks")).count();
+        assert!(webhooks >= 6, "the webhook endpoints are documented");
+        for path in paths.keys().filter(|p| !p.starts_with("/webhooks")) {
             let concrete = path.replace("{id}", "k123");
             let (ep, _) = Endpoint::parse(concrete.trim_start_matches('/'))
                 .unwrap_or_else(|| panic!("{path} is documented but not served"));
             assert_eq!(ep.template(), path);
         }
-        assert_eq!(paths.len(), Endpoint::ALL.len());
+        assert_eq!(paths.len() - webhooks, Endpoint::ALL.len());
     }
 }
