@@ -1,5 +1,6 @@
-//! The admin listener (SPEC §7): Host check, token, the JSON API end to end against
-//! the real binary, the console and the OpenAPI document.
+//! The admin listener: Host check, token, the JSON API end to end against an
+//! in-process gateway (real listeners, real files), the console and the OpenAPI
+//! document.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,7 +13,7 @@ use support::*;
 const TOKEN: &str = "admin-token-for-tests-0123456789";
 
 struct Admin {
-    gw: Spawned,
+    gw: keygate::Gateway,
     dir: TempDir,
     _upstream: Upstream,
 }
@@ -22,10 +23,11 @@ async fn start(token: Option<&str>) -> Admin {
     let dir = TempDir::new();
     dir.write("keys.yaml", &keys_yaml("kg_x"));
     let cfg = dir.write("config.yaml", &config_yaml(upstream.addr, ROUTES));
-    let env: Vec<(&str, &str)> = token
-        .map(|t| vec![("KEYGATE_ADMIN_TOKEN", t)])
-        .unwrap_or_default();
-    let gw = Spawned::start_with_env(&cfg, &env);
+    let options = keygate::GatewayOptions {
+        admin_token: token.map(String::from),
+        ..keygate::GatewayOptions::default()
+    };
+    let gw = keygate::Gateway::start(&cfg, options).await.unwrap();
     Admin {
         gw,
         dir,
@@ -59,12 +61,12 @@ fn call_host(
     }
     req.push_str("\r\n");
     req.push_str(body);
-    Reply::parse(&raw_exchange(a.gw.admin, req.as_bytes()))
+    Reply::parse(&raw_exchange(a.gw.admin_addr, req.as_bytes()))
 }
 
 fn data_status(a: &Admin, key: &str, path: &str) -> (u16, Option<String>) {
     let r = Reply::parse(&raw_exchange(
-        a.gw.public,
+        a.gw.public_addr,
         format!("GET {path} HTTP/1.1\r\nHost: a\r\nX-API-Key: {key}\r\nConnection: close\r\n\r\n")
             .as_bytes(),
     ));
@@ -380,7 +382,7 @@ async fn switch_categories_logs_and_reload() {
 /// A data-plane request with a chosen `X-Request-Id`.
 fn data_with_id(a: &Admin, key: &str, path: &str, rid: &str) -> u16 {
     Reply::parse(&raw_exchange(
-        a.gw.public,
+        a.gw.public_addr,
         format!(
             "GET {path} HTTP/1.1\r\nHost: a\r\nX-API-Key: {key}\r\nX-Request-Id: {rid}\r\nConnection: close\r\n\r\n"
         )
@@ -533,7 +535,7 @@ async fn key_list_pages_and_searches() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_host_is_400_and_every_answer_has_nosniff() {
     let a = start(Some(TOKEN)).await;
-    let raw = |req: &str| Reply::parse(&raw_exchange(a.gw.admin, req.as_bytes()));
+    let raw = |req: &str| Reply::parse(&raw_exchange(a.gw.admin_addr, req.as_bytes()));
     for (what, req) in [
         (
             "two Host headers",

@@ -13,6 +13,7 @@
 
 pub(crate) mod api;
 mod logs;
+mod reply;
 
 use std::future::Future;
 use std::net::IpAddr;

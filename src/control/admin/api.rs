@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_TYPE};
+use http::header::ALLOW;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -16,70 +15,13 @@ use serde_json::{Value, json};
 
 use super::Admin;
 use super::logs::{percent_decode, query_map};
+use super::reply::{ApiError, ApiResult, bad, blocking, json_response};
 use crate::control::manage::{KeyEdit, Manager, NewKey, RevealError, key_view, parse_expiry};
 use crate::keys::Level;
 use crate::keys::file::{KeyEntry, KeyRateFile};
-use crate::keys::write::WriteError;
 use crate::observe::body::ResBody;
 use crate::proxy::reject::error_response;
 use crate::ratelimit::Rate;
-
-/// A refusal of the admin API.
-pub(super) struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    /// The `Allow` header of a `405`.
-    allow: Option<&'static str>,
-}
-
-pub(super) type ApiResult = Result<Response<ResBody>, ApiError>;
-
-impl ApiError {
-    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            allow: None,
-        }
-    }
-}
-
-pub(super) fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
-}
-
-impl From<WriteError> for ApiError {
-    fn from(e: WriteError) -> Self {
-        let (status, code) = match &e {
-            WriteError::ReadOnly(_) => (StatusCode::CONFLICT, "keys_file_read_only"),
-            WriteError::NotFound(_) => (StatusCode::NOT_FOUND, "key_not_found"),
-            WriteError::NameTaken(_) => (StatusCode::CONFLICT, "name_taken"),
-            WriteError::Invalid(_) | WriteError::Rejected(_) => {
-                (StatusCode::BAD_REQUEST, "invalid_request")
-            }
-            WriteError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "keys_file_error"),
-            // cluster: 409 revision_conflict, 503 cluster_unavailable.
-            WriteError::Cluster(r) => r.status_code(),
-        };
-        Self::new(status, code, e.to_string())
-    }
-}
-
-pub(super) fn json_response(status: StatusCode, v: &Value) -> Response<ResBody> {
-    let mut bytes = serde_json::to_vec(v).unwrap_or_default();
-    bytes.push(b'\n');
-    let mut r = Response::new(ResBody::full(Bytes::from(bytes)));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r.headers_mut().insert(
-        http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
-    r
-}
 
 /// Reads a JSON body (64 KiB at most) into `T`, naming the field on error.
 async fn body<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
@@ -143,19 +85,6 @@ struct CreateBody {
 #[serde(deny_unknown_fields)]
 struct ApiSwitch {
     enabled: bool,
-}
-
-/// Runs a blocking key-file operation off the async workers.
-pub(super) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the operation did not complete",
-        )
-    })?
 }
 
 fn manager(admin: &Admin, peer: IpAddr) -> Result<Manager, ApiError> {

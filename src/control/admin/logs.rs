@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use super::Admin;
-use super::api::{ApiError, ApiResult, bad, blocking, json_response};
+use super::reply::{ApiError, ApiResult, bad, blocking, json_response};
 use crate::observe::logs::{self, Filter};
 
 /// The query string as a map; empty text values are left out, an empty `limit`
