@@ -1,4 +1,4 @@
-//! The admin listener (SPEC §7): Host check, token, the JSON API end to end against
+//! The admin listener (docs/admin-api.md): Host check, token, the JSON API end to end against
 //! the real binary, the console and the OpenAPI document.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -730,7 +730,10 @@ fn metrics_reference_and_dashboard_match_the_binary() {
         .collect();
     assert!(exported.len() >= 15, "scrape: {families:?}");
     let cluster = cluster_families();
-    assert!(cluster.len() >= 5, "cluster families were read: {cluster:?}");
+    assert!(
+        cluster.len() >= 5,
+        "cluster families were read: {cluster:?}"
+    );
     for (name, family) in cluster {
         assert!(
             !exported.contains(&name),

@@ -1,4 +1,4 @@
-//! The validated `cluster:` section of config.yaml (SPEC §10), built from the serde
+//! The validated `cluster:` section of config.yaml (README, "Running several replicas"), built from the serde
 //! mirror in [`crate::config::file`].
 
 use std::time::Duration;

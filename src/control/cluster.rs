@@ -1,4 +1,4 @@
-//! Cluster mode (SPEC §10): several replicas behave as one gateway, with Redis as
+//! Cluster mode (README, "Running several replicas"): several replicas behave as one gateway, with Redis as
 //! the shared store.
 //!
 //! * Keys and the API switch live in Redis ([`store`]); each replica keeps its

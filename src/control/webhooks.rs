@@ -1,4 +1,4 @@
-//! Webhooks (SPEC §11): signed events about keys, the API switch, integration
+//! Webhooks (docs/webhooks.md): signed events about keys, the API switch, integration
 //! health and writes, delivered at least once to the endpoints operators add.
 //!
 //! The parts:

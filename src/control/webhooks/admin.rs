@@ -1,4 +1,4 @@
-//! `/admin/v1/webhooks…` (SPEC §11): list, create (the secret shown once), get,
+//! `/admin/v1/webhooks…` (docs/webhooks.md): list, create (the secret shown once), get,
 //! change, delete, rotate the secret (the old one keeps signing for 24 h), send a
 //! test event, the delivery log, and resend. The admin listener has already
 //! checked the Host and the token; changes are audited as `admin:<ip>`.
