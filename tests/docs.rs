@@ -25,7 +25,11 @@ fn root() -> PathBuf {
 }
 
 fn read(rel: &str) -> String {
-    std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    read_path(&root().join(rel))
+}
+
+fn read_path(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 // ---------------------------------------------------------------------------------
@@ -247,20 +251,20 @@ fn structs(src: &str) -> BTreeMap<String, Vec<(String, String)>> {
 fn code_fields() -> BTreeSet<String> {
     let (mirror, src) = serde_mirror();
     let mut structs = structs(&src);
-    // A section may live in a sibling module (`super::webhooks::WebhooksFile`): read
-    // that module's structs too, and name types by their last path segment.
+    // A section may live in a sibling module (a field of type
+    // `super::webhooks::WebhooksFile`): read that module's structs too, and name types
+    // by their last path segment.
     let dir = mirror.parent().unwrap();
-    let mut rest = src.as_str();
-    while let Some(i) = rest.find("super::") {
-        let module: String = rest[i + 7..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        rest = &rest[i + 7..];
-        if let Ok(text) = std::fs::read_to_string(dir.join(format!("{module}.rs"))) {
-            for (name, fields) in self::structs(&text) {
-                structs.entry(name).or_insert(fields);
-            }
+    let modules: BTreeSet<String> = structs
+        .values()
+        .flatten()
+        .filter_map(|(_, ty)| ty.split("super::").nth(1)?.split_once("::"))
+        .map(|(module, _)| module.to_string())
+        .collect();
+    for module in modules {
+        let text = read_path(&dir.join(format!("{module}.rs")));
+        for (name, fields) in self::structs(&text) {
+            structs.entry(name).or_insert(fields);
         }
     }
     fn leaves(
