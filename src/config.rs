@@ -437,7 +437,7 @@ impl Config {
     /// Hands the Redis password (read by the binary) to the `cluster:` section.
     pub(crate) fn set_redis_password(&mut self, password: Option<&str>) {
         if let Some(c) = &mut self.cluster {
-            c.password = password.map(|p| crate::keys::Secret::new(p.to_string()));
+            c.password = password.map(|p| cluster::Password(p.to_string()));
         }
     }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-/// The base62 alphabet, in the order of SPEC §2.
+/// The base62 alphabet, in the order docs/security.md ("Key format") gives.
 const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 pub(crate) const KG_PREFIX: &str = "kg_";
 const RANDOM_LEN: usize = 32;
@@ -198,7 +198,7 @@ pub(crate) fn check_kg(value: &str) -> Result<(), KgFormatError> {
     Ok(())
 }
 
-/// The checksum characters of SPEC §2 for the 32 random characters.
+/// The checksum characters (docs/security.md, "Key format") for the 32 random characters.
 pub(crate) fn checksum(random: &[u8]) -> [u8; CHECKSUM_LEN] {
     let mut n = crc32fast::hash(random);
     let mut out = [b'0'; CHECKSUM_LEN];
@@ -284,7 +284,7 @@ mod tests {
 
     #[test]
     fn checksum_matches_spec_definition() {
-        // The example key of SPEC §2, and a vector computed with Python's zlib.crc32.
+        // The example key of docs/security.md, and a vector computed with Python's zlib.crc32.
         assert_eq!(
             check_kg("kg_3Xb8u2KQw0pV9sLrT4mZcY1nE6fH7jAd0ukXzw"),
             Ok(())

@@ -1,6 +1,6 @@
-//! The admin listener: Host check, token, the JSON API end to end against an
-//! in-process gateway (real listeners, real files), the console and the OpenAPI
-//! document.
+//! The admin listener (docs/admin-api.md): Host check, token, the JSON API end to
+//! end against an in-process gateway (real listeners, real files), the console and
+//! the OpenAPI document.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -1,4 +1,4 @@
-//! SPEC §10, cluster mode: three real keygate processes on one real `redis-server`.
+//! Cluster mode (README, "Running several replicas"): three real keygate processes on one real `redis-server`.
 //! Needs `redis-server` on PATH, hence ignored by default:
 //! `cargo test --test cluster -- --ignored --test-threads=1`.
 //! `KEYGATE_CLUSTER_TRIALS=200` runs the full-size propagation measurement.

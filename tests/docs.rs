@@ -6,8 +6,10 @@
 //!   (fields marked "(new)" may be missing from the code) with the code's defaults, and
 //!   every field of config.example.yaml;
 //! * docs/metrics.md names exactly the `keygate_*` families that the real binary
-//!   exports, with their labels (families marked "(new)" may be missing);
-//! * the Grafana dashboard parses and every metric its queries name is exported.
+//!   exports, with their labels (families marked "(new)" may be missing; those marked
+//!   "(cluster mode)" must be registered by the cluster, which this test does not run);
+//! * the Grafana dashboard parses and every metric its queries (and the alerting
+//!   rules) name is exported.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -23,7 +25,11 @@ fn root() -> PathBuf {
 }
 
 fn read(rel: &str) -> String {
-    std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    read_path(&root().join(rel))
+}
+
+fn read_path(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 // ---------------------------------------------------------------------------------
@@ -243,8 +249,24 @@ fn structs(src: &str) -> BTreeMap<String, Vec<(String, String)>> {
 
 /// Leaf fields of the serde mirror, as dotted names.
 fn code_fields() -> BTreeSet<String> {
-    let (_, src) = serde_mirror();
-    let structs = structs(&src);
+    let (mirror, src) = serde_mirror();
+    let mut structs = structs(&src);
+    // A section may live in a sibling module (a field of type
+    // `super::webhooks::WebhooksFile`): read that module's structs too, and name types
+    // by their last path segment.
+    let dir = mirror.parent().unwrap();
+    let modules: BTreeSet<String> = structs
+        .values()
+        .flatten()
+        .filter_map(|(_, ty)| ty.split("super::").nth(1)?.split_once("::"))
+        .map(|(module, _)| module.to_string())
+        .collect();
+    for module in modules {
+        let text = read_path(&dir.join(format!("{module}.rs")));
+        for (name, fields) in self::structs(&text) {
+            structs.entry(name).or_insert(fields);
+        }
+    }
     fn leaves(
         structs: &BTreeMap<String, Vec<(String, String)>>,
         name: &str,
@@ -257,6 +279,7 @@ fn code_fields() -> BTreeSet<String> {
                 .strip_prefix("Option<")
                 .and_then(|t| t.strip_suffix('>'))
                 .unwrap_or(ty);
+            let inner = inner.rsplit("::").next().unwrap_or(inner);
             if structs.contains_key(inner) {
                 leaves(structs, inner, &format!("{path}."), out);
             } else {
@@ -393,11 +416,17 @@ fn documented_defaults_are_the_code_defaults() {
         map.insert(serde_yaml::Value::from(parts[parts.len() - 1]), value);
     }
     doc.insert("upstream".into(), "http://127.0.0.1:3000".into());
+    // `cluster:` is optional and, once present, requires `redis_url` (which has no
+    // default): compare both sides with a section holding only that field.
+    let mut implicit_text = "upstream: http://127.0.0.1:3000\n".to_string();
+    if let Some(cluster) = doc.get_mut("cluster").and_then(|c| c.as_mapping_mut()) {
+        cluster.insert("redis_url".into(), "redis://127.0.0.1:6379/0".into());
+        implicit_text.push_str("cluster:\n  redis_url: redis://127.0.0.1:6379/0\n");
+    }
     let explicit_text = serde_yaml::to_string(&doc).unwrap();
     let explicit: mirror::ConfigFile = serde_yaml::from_str(&explicit_text)
         .unwrap_or_else(|e| panic!("the documented defaults do not parse: {e}\n{explicit_text}"));
-    let implicit: mirror::ConfigFile =
-        serde_yaml::from_str("upstream: http://127.0.0.1:3000\n").unwrap();
+    let implicit: mirror::ConfigFile = serde_yaml::from_str(&implicit_text).unwrap();
     assert_eq!(
         format!("{implicit:#?}"),
         format!("{explicit:#?}"),
@@ -665,15 +694,58 @@ fn documented_families() -> BTreeMap<String, (BTreeSet<String>, bool)> {
     out
 }
 
+/// Families only a gateway with a `cluster:` section registers (the scraped binary
+/// runs alone, without a Redis): the rows of docs/metrics.md marked "(cluster mode)",
+/// each checked against the names src/control/cluster/metrics.rs registers, with the
+/// type the table gives.
+fn cluster_families() -> BTreeMap<String, Family> {
+    let source = read("src/control/cluster/metrics.rs");
+    let table = documented_families();
+    let mut out = BTreeMap::new();
+    for line in read("docs/metrics.md").lines() {
+        if !line.starts_with("| `keygate_") || !line.contains("**(cluster mode)**") {
+            continue;
+        }
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let name = cells[1].trim_matches('`');
+        let short = name.strip_prefix("keygate_").unwrap();
+        assert!(
+            source.contains(&format!("\"{short}\"")),
+            "docs/metrics.md marks {name} as cluster mode, but the cluster does not register it"
+        );
+        out.insert(
+            name.to_string(),
+            Family {
+                kind: cells[2].to_string(),
+                labels: table[name].0.clone(),
+            },
+        );
+    }
+    out
+}
+
 #[test]
 fn metrics_reference_and_dashboard_match_the_binary() {
-    let families = scrape();
-    let exported: BTreeSet<&str> = families
+    let mut families = scrape();
+    let exported: BTreeSet<String> = families
         .keys()
-        .map(String::as_str)
         .filter(|n| n.starts_with("keygate_"))
+        .cloned()
         .collect();
     assert!(exported.len() >= 15, "scrape: {families:?}");
+    let cluster = cluster_families();
+    assert!(
+        cluster.len() >= 5,
+        "cluster families were read: {cluster:?}"
+    );
+    for (name, family) in cluster {
+        assert!(
+            !exported.contains(&name),
+            "{name} is exported without a cluster: do not mark it (cluster mode)"
+        );
+        families.insert(name, family);
+    }
+    let exported: BTreeSet<&str> = exported.iter().map(String::as_str).collect();
 
     // docs/metrics.md: the table names every family, with its labels.
     let table = documented_families();

@@ -1,4 +1,4 @@
-//! SPEC §5 header rules and request framing, against a real upstream.
+//! The header rules and request framing of docs/http.md, against a real upstream.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

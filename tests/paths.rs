@@ -1,4 +1,4 @@
-//! SPEC §5 path rules, table-driven through the real gateway, and a property test:
+//! The path rules of docs/http.md ("Request hygiene"), table-driven through the real gateway, and a property test:
 //! for any target the gateway forwards, the upstream's path equals the matched path
 //! recorded by the request-finished hook.
 

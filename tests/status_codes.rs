@@ -1,4 +1,4 @@
-//! Every status and error code of SPEC §1, against a real upstream and the real
+//! Every status and error code of docs/http.md, against a real upstream and the real
 //! gateway on 127.0.0.1:0.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]

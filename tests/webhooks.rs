@@ -1,4 +1,4 @@
-//! Webhooks (SPEC §11) end to end: the real `keygate` binary, a real receiver on
+//! Webhooks (docs/webhooks.md) end to end: the real `keygate` binary, a real receiver on
 //! 127.0.0.1:0, the admin API. Signatures are checked here with ring and base64
 //! directly (not keygate's signing code), and by the `standardwebhooks` Python
 //! package in the ignored test that `.ci/run` runs.
@@ -272,7 +272,7 @@ fn types(hits: &[Hit]) -> BTreeSet<String> {
     hits.iter().map(Hit::kind).collect()
 }
 
-/// Every event type of SPEC §11, caused through the public API and the admin
+/// Every event type of docs/webhooks.md, caused through the public API and the admin
 /// API. Returns the types expected.
 async fn cause_every_event(g: &Gw, endpoint_id: &str) -> BTreeSet<String> {
     // webhook.test

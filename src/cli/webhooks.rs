@@ -217,7 +217,7 @@ pub(crate) fn run(config_path: &Path, cmd: WebhooksCommand) -> Result<(), String
             let secret = SigningSecret::generate()?;
             store
                 .update(&id, |e| {
-                    rotate_in(e, &secret, worker::now_ms() / 1000);
+                    rotate_in(e, &secret, crate::control::webhooks::now_ms() / 1000);
                     Ok(())
                 })
                 .map_err(err)?;

@@ -1,4 +1,4 @@
-//! The validated `cluster:` section of config.yaml (SPEC §10), built from the serde
+//! The validated `cluster:` section of config.yaml (README, "Running several replicas"), built from the serde
 //! mirror in [`crate::config::file`].
 
 use std::time::Duration;
@@ -23,7 +23,7 @@ pub(crate) struct ClusterConfig {
     pub(crate) password_env: Option<String>,
     /// The password itself, handed in by the embedder (the binary reads it from
     /// `password_env`); never read from the environment here.
-    pub(crate) password: Option<crate::keys::Secret>,
+    pub(crate) password: Option<Password>,
     pub(crate) name: String,
     pub(crate) node_name: String,
     pub(crate) on_down: RedisDown,
@@ -97,7 +97,7 @@ impl ClusterConfig {
         use redis::IntoConnectionInfo;
         let mut info = self.redis_url.as_str().into_connection_info()?;
         if let Some(p) = &self.password {
-            let settings = info.redis_settings().clone().set_password(p.expose());
+            let settings = info.redis_settings().clone().set_password(p.0.clone());
             info = info.set_redis_settings(settings);
         }
         redis::Client::open(info)
@@ -151,5 +151,15 @@ mod tests {
         let e =
             load("cluster:\n  redis_url: redis://r\n  logs: { sample_success: 2 }\n").unwrap_err();
         assert!(e.contains("sample_success"), "{e}");
+    }
+}
+
+/// The Redis password: compared and cloned like a string, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Password(pub(crate) String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<redacted>)")
     }
 }

@@ -40,7 +40,7 @@ pub(crate) struct ConfigFile {
     pub(crate) trusted_proxies: Vec<String>,
     #[serde(default)]
     pub(crate) access_log: AccessLogFile,
-    // cluster: the optional `cluster:` section (SPEC §10).
+    // cluster: the optional `cluster:` section (README, "Running several replicas").
     #[serde(default)]
     pub(crate) cluster: Option<ClusterFile>,
     #[serde(default)]
@@ -270,7 +270,7 @@ impl Default for AccessLogFile {
     }
 }
 
-// cluster: the serde mirror of the `cluster:` section (SPEC §10).
+// cluster: the serde mirror of the `cluster:` section (README, "Running several replicas").
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ClusterFile {

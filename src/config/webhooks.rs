@@ -1,5 +1,5 @@
 //! The `webhooks:` section of config.yaml: its serde mirror ([`WebhooksFile`],
-//! `deny_unknown_fields`, defaults of SPEC §11) and the validated runtime values
+//! `deny_unknown_fields`, defaults in docs/configuration.md) and the validated runtime values
 //! ([`WebhooksConfig`]). Wired into [`crate::config`] by one field on each side.
 
 use std::time::Duration;
@@ -19,7 +19,7 @@ pub(crate) struct WebhooksFile {
     pub(crate) retry_schedule: Vec<ConfigDuration>,
     pub(crate) queue_max: u32,
     pub(crate) failing: FailingFile,
-    /// How long an endpoint may fail before it is disabled (SPEC: 5 days):
+    /// How long an endpoint may fail before it is disabled (default 5 days):
     /// `5d`, `12h` or any config duration; at most 365 days.
     pub(crate) disable_after: Days,
 }

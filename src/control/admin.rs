@@ -1,4 +1,4 @@
-//! The admin listener (SPEC §7): the web console at `/`, the OpenAPI document, and
+//! The admin listener (docs/admin-api.md): the web console at `/`, the OpenAPI document, and
 //! the JSON admin API under `/admin/v1`. Loopback by default.
 //!
 //! Order for every request: `Host` must be well formed (one header, no userinfo, a

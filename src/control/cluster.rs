@@ -1,4 +1,4 @@
-//! Cluster mode (SPEC §10): several replicas behave as one gateway, with Redis as
+//! Cluster mode (README, "Running several replicas"): several replicas behave as one gateway, with Redis as
 //! the shared store.
 //!
 //! * Keys and the API switch live in Redis ([`store`]); each replica keeps its
@@ -190,6 +190,13 @@ impl Cluster {
     /// The request-finished hook: queues a compact record for the shared stream.
     pub(crate) fn record(&self, r: &crate::observe::record::Record) {
         self.logs.push(r, &self.cfg.node_name, &self.metrics);
+    }
+}
+
+impl Cluster {
+    /// The bulk connection (flushes, polls, heartbeats), once connected.
+    pub(crate) fn bulk_connection(&self) -> Option<ConnectionManager> {
+        self.bulk.load_full().map(|m| (*m).clone())
     }
 }
 

@@ -1,4 +1,4 @@
-//! Webhooks (SPEC §11): signed events about keys, the API switch, integration
+//! Webhooks (docs/webhooks.md): signed events about keys, the API switch, integration
 //! health and writes, delivered at least once to the endpoints operators add.
 //!
 //! The parts:
@@ -61,6 +61,17 @@ pub(crate) enum Job {
         old: Arc<Snapshot>,
         new: Arc<Snapshot>,
     },
+}
+
+/// Deliveries in flight at once.
+pub(crate) const MAX_IN_FLIGHT: usize = 16;
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// The console's Webhooks tab: a script that fills `<div id="webhooks-panel">`.

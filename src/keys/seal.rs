@@ -1,4 +1,4 @@
-//! Sealed copies of keys keygate made (SPEC §2): AES-256-GCM (ring) under the
+//! Sealed copies of keys keygate made (docs/security.md, "Key format"): AES-256-GCM (ring) under the
 //! operator's seal key, with the key id as associated data, so only that seal key
 //! reveals the value, and a sealed copy cannot be moved to another key id.
 //!

@@ -1,4 +1,4 @@
-//! The one writer of keys.yaml (SPEC §3): an exclusive lock on a lock file in
+//! The one writer of keys.yaml (docs/keys-file.md): an exclusive lock on a lock file in
 //! `state_dir`, read–modify–validate, a temporary file (mode 0600, or the existing
 //! file's mode and owner) in the target's directory, fsync, rename over the real file
 //! (through a symlink to its target), fsync of the directory. Comments and fields

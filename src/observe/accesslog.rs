@@ -1,4 +1,4 @@
-//! The access log (SPEC §6): one JSON object per line for every request.
+//! The access log (docs/http.md, "The access-log record"): one JSON object per line for every request.
 //!
 //! The request path serialises its record and appends it to a bounded in-memory
 //! queue (a mutex held for one push, never across I/O): it never waits on the disk

@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC §8): a [`Metrics`] struct owning its registry, with typed
+//! Prometheus metrics (docs/metrics.md): a [`Metrics`] struct owning its registry, with typed
 //! fields and bounded labels — methods from a fixed set (else `other`), categories
 //! from the config, decisions from an enum, key ids only for keys in the snapshot
 //! (a deleted key's series are removed at the next scrape).

@@ -59,7 +59,7 @@ impl ReqCounters {
     }
 }
 
-/// The access-log decision (SPEC §6).
+/// The access-log decision (docs/http.md, "The access-log record").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Decision {
     Allowed,

@@ -1,4 +1,4 @@
-//! The header rewrite of SPEC §5, both ways: what is removed from and added to a
+//! The header rewrite of docs/http.md ("Headers"), both ways: what is removed from and added to a
 //! request before it goes upstream, hop-by-hop headers of the response, and the
 //! client address keygate believes.
 
@@ -158,7 +158,7 @@ pub(crate) struct Forward<'a> {
     pub(crate) websocket: bool,
 }
 
-/// Rewrites the request for the upstream (SPEC §5 header rules).
+/// Rewrites the request for the upstream (the header rules of docs/http.md).
 pub(crate) fn rewrite_request(
     config: &Config,
     fwd: &Forward<'_>,

@@ -1,4 +1,4 @@
-//! Request hygiene (SPEC §5): the checks made before any key is looked at, and path
+//! Request hygiene (docs/http.md): the checks made before any key is looked at, and path
 //! normalisation. Pure functions over the request head; heavily tested.
 //!
 //! Fails closed: anything ambiguous between keygate and the upstream is refused.

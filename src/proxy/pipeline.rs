@@ -1,4 +1,5 @@
-//! The request pipeline: the ONLY place that knows the order of SPEC §1.
+//! The request pipeline: the ONLY place that knows the order of the checks
+//! (docs/http.md, "The pipeline").
 //!
 //! hygiene → public paths → API switch (and preflight) → key → rate limit →
 //! category → permission → forward → record.

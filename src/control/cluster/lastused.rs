@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::Cluster;
-use super::sync::bulk;
 use crate::control::reload::Reloader;
 
 /// How often last-used times are pushed and pulled.
@@ -20,7 +19,7 @@ pub(crate) async fn run(c: Arc<Cluster>, shared: Arc<Reloader>) {
     let mut pushed: HashMap<String, i64> = HashMap::new();
     loop {
         tokio::time::sleep(EVERY).await;
-        let Some(mut con) = bulk(&c).await else {
+        let Some(mut con) = c.bulk_connection() else {
             continue;
         };
         let snap = shared.current();

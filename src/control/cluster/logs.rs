@@ -80,7 +80,7 @@ pub(crate) async fn flush(c: Arc<Cluster>) {
         if batch.is_empty() {
             continue;
         }
-        let Some(mut con) = super::sync::bulk(&c).await else {
+        let Some(mut con) = c.bulk_connection() else {
             c.metrics.log_dropped.inc_by(batch.len() as u64);
             continue;
         };
@@ -178,7 +178,7 @@ pub(crate) async fn query(
     limit: usize,
     before: Option<&str>,
 ) -> Result<Found, String> {
-    let Some(mut con) = super::sync::bulk(c).await else {
+    let Some(mut con) = c.bulk_connection() else {
         return Err("the cluster store is not reachable".into());
     };
     let (mut out, mut scanned, mut end) = (Vec::new(), 0, start(before));

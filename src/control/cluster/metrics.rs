@@ -1,4 +1,4 @@
-//! The cluster's Prometheus series (SPEC §10), registered in the gateway's registry.
+//! The cluster's Prometheus series (README, "Running several replicas"), registered in the gateway's registry.
 
 use prometheus::{
     Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts, Registry,

@@ -11,7 +11,6 @@ use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 
 use super::store::{self, Source};
-use super::sync::bulk;
 use super::{Cluster, lock};
 use crate::control::reload::Reloader;
 use crate::keys::file::KeysFile;
@@ -108,7 +107,7 @@ pub(crate) async fn follow_file(c: Arc<Cluster>, shared: Arc<Reloader>) {
             settled = now;
             continue;
         };
-        let Some(mut con) = bulk(&c).await else {
+        let Some(mut con) = c.bulk_connection() else {
             continue;
         };
         let Some(epoch) = lock(&c.epoch).clone() else {

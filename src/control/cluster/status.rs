@@ -64,7 +64,7 @@ pub(crate) async fn heartbeat(c: Arc<Cluster>, _shared: Arc<Reloader>) {
     loop {
         tokio::time::sleep(EVERY).await;
         c.metrics.stale_seconds.set(c.stale_seconds());
-        let Some(mut con) = super::sync::bulk(&c).await else {
+        let Some(mut con) = c.bulk_connection() else {
             continue;
         };
         let t = Instant::now();
@@ -118,7 +118,7 @@ async fn ping_fast(c: &Cluster) -> bool {
 /// `GET /admin/v1/cluster`.
 pub(crate) async fn admin_status(c: &Cluster) -> Value {
     let t = Instant::now();
-    let nodes: Option<HashMap<String, String>> = match super::sync::bulk(c).await {
+    let nodes: Option<HashMap<String, String>> = match c.bulk_connection() {
         Some(mut con) => redis::cmd("HGETALL")
             .arg(&c.layout.nodes)
             .query_async(&mut con)

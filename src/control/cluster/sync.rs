@@ -48,10 +48,6 @@ async fn connect(c: &Arc<Cluster>) {
     }
 }
 
-pub(crate) async fn bulk(c: &Cluster) -> Option<ConnectionManager> {
-    c.bulk.load_full().map(|m| (*m).clone())
-}
-
 /// Reads the whole set and swaps it in when its version is new.
 async fn full_sync(
     c: &Cluster,
@@ -138,7 +134,7 @@ pub(crate) async fn run(c: Arc<Cluster>, shared: Arc<Reloader>) {
     connect(&c).await;
     let mut seeded = false;
     loop {
-        let Some(mut con) = bulk(&c).await else {
+        let Some(mut con) = c.bulk_connection() else {
             tokio::time::sleep(POLL).await;
             continue;
         };

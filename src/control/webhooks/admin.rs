@@ -1,4 +1,4 @@
-//! `/admin/v1/webhooks…` (SPEC §11): list, create (the secret shown once), get,
+//! `/admin/v1/webhooks…` (docs/webhooks.md): list, create (the secret shown once), get,
 //! change, delete, rotate the secret (the old one keeps signing for 24 h), send a
 //! test event, the delivery log, and resend. The admin listener has already
 //! checked the Host and the token; changes are audited as `admin:<ip>`.
@@ -367,7 +367,7 @@ async fn rotate(w: &Arc<Webhooks>, actor: &str, id: &str) -> Answer {
     let s2 = secret.clone();
     let e = blocking(move || {
         store.update(&id2, |e| {
-            rotate_in(e, &s2, worker::now_ms() / 1000);
+            rotate_in(e, &s2, crate::control::webhooks::now_ms() / 1000);
             Ok(())
         })
     })

@@ -17,7 +17,7 @@ use super::queue::Delivery;
 use super::sign::signature_header;
 use super::store::Endpoint;
 use super::target::{self, Answer};
-use super::worker::{MAX_IN_FLIGHT, now_ms};
+use super::{MAX_IN_FLIGHT, now_ms};
 
 pub(crate) struct Attempted {
     delivery: Delivery,
@@ -179,7 +179,7 @@ pub(crate) fn finish(w: &Webhooks, a: Attempted) {
             }
         }
     }
-    w.log(&mut inner, &d.endpoint_id, entry);
+    w.log(&mut inner.logs, &d.endpoint_id, entry);
     if disable {
         for k in inner.queue.keys_for(&d.endpoint_id) {
             inner.queue.remove(&k);
@@ -205,7 +205,7 @@ pub(crate) fn finish(w: &Webhooks, a: Attempted) {
             next_retry: None,
             body: None,
         };
-        w.log(&mut inner, &d.endpoint_id, entry);
+        w.log(&mut inner.logs, &d.endpoint_id, entry);
         if let Some(e) = inner.endpoints.iter_mut().find(|e| e.id == d.endpoint_id) {
             e.enabled = false;
             e.disabled_reason = Some(reason.clone());

@@ -1,6 +1,6 @@
 //! Event types, subscription patterns, payloads, and the key-change diff.
 //!
-//! An event's body is `{"type", "timestamp", "data"}` (SPEC §11), serialised once
+//! An event's body is `{"type", "timestamp", "data"}` (docs/webhooks.md), serialised once
 //! when the event is made: every retry sends the same bytes under the same id.
 //! Key events carry the key's id, name, permissions and the actor, never the key.
 

@@ -3,7 +3,7 @@
 //! deliveries` and after a restart). Lines keep the event body, for resend; the
 //! admin API and the CLI never show it. Written by the worker, not the request path.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::Webhooks;
-use super::worker::Inner;
 
 /// Attempts kept per endpoint log.
 pub(crate) const LOG_MAX: usize = 100;
@@ -58,10 +57,14 @@ pub(crate) fn read_log(webhooks_dir: &Path, endpoint_id: &str) -> VecDeque<LogEn
 
 impl Webhooks {
     /// Appends to an endpoint's log, in memory and on disk.
-    pub(crate) fn log(&self, inner: &mut Inner, endpoint_id: &str, entry: LogEntry) {
+    pub(crate) fn log(
+        &self,
+        logs: &mut HashMap<String, VecDeque<LogEntry>>,
+        endpoint_id: &str,
+        entry: LogEntry,
+    ) {
         let dir = self.store.dir().to_path_buf();
-        let log = inner
-            .logs
+        let log = logs
             .entry(endpoint_id.to_string())
             .or_insert_with(|| read_log(&dir, endpoint_id));
         log.push_back(entry.clone());

@@ -1,4 +1,4 @@
-//! The webhook metric families of SPEC §11, registered in the gateway's registry.
+//! The webhook metric families (docs/metrics.md), registered in the gateway's registry.
 
 use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -22,21 +22,12 @@ use super::keychanges::{catch_up, keys_changed};
 use super::log::{LogEntry, log_path, read_log};
 use super::queue::{Delivery, DeliveryQueue, delivery_key};
 use super::store::Endpoint;
-use super::{Job, Webhooks};
+use super::{Job, MAX_IN_FLIGHT, Webhooks, now_ms};
 use crate::config::identity::Identity;
 use crate::observe::record::{Decision, Record};
 
-/// Deliveries in flight at once.
-pub(crate) const MAX_IN_FLIGHT: usize = 16;
 /// How often the worker looks for changed endpoints, the CLI inbox and expiries.
 const HOUSEKEEPING: Duration = Duration::from_millis(500);
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// What the worker keeps of a finished request.
 #[derive(Debug, Clone)]
