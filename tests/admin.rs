@@ -275,6 +275,26 @@ async fn key_lifecycle_through_the_api() {
         Some(r#"{"name":"interview tool"}"#),
     );
     assert_eq!(r.status, 200, "{}", r.body);
+    // PATCH: a field left out is kept, `null` clears, an unknown field is named.
+    let patch = |body: &str| call(&a, "PATCH", &format!("/admin/v1/keys/{id}"), t, Some(body));
+    let r = patch(r#"{"rate_limit":{"per_second":5,"burst":7},"expires_at":"2031-01-01"}"#);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["rate_limit"]["burst"], 7, "{}", r.body);
+    let r = patch(r#"{"name":"interview tool"}"#);
+    assert_eq!(
+        r.json()["rate_limit"]["burst"],
+        7,
+        "kept when left out: {}",
+        r.body
+    );
+    assert!(r.json()["expires_at"].is_string(), "{}", r.body);
+    let r = patch(r#"{"rate_limit":null,"expires_at":null}"#);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.json()["rate_limit"].is_null(), "cleared: {}", r.body);
+    assert!(r.json()["expires_at"].is_null(), "cleared: {}", r.body);
+    let r = patch(r#"{"colour":"red"}"#);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("colour"), "names the field: {}", r.body);
     // Reveal of an unknown id: 404, not 500.
     let r = call(&a, "POST", "/admin/v1/keys/knosuchkey/reveal", t, None);
     assert_eq!(r.status, 404, "{}", r.body);

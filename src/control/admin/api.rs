@@ -81,6 +81,30 @@ struct CreateBody {
     expires_at: Option<String>,
 }
 
+/// `PATCH /keys/{id}`: a field left out is kept; `null` clears the rate limit or
+/// the expiry (hence `Option<Option<_>>`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchBody {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    permissions: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "present")]
+    rate_limit: Option<Option<KeyRateFile>>,
+    #[serde(default, deserialize_with = "present")]
+    expires_at: Option<Option<String>>,
+}
+
+/// A field that is present (possibly `null`) becomes `Some`.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ApiSwitch {
@@ -388,51 +412,24 @@ async fn patch_key(
 ) -> ApiResult {
     // cluster: If-Match carries the key's revision (compare-and-set).
     let if_match = crate::control::cluster::write::if_match(req.headers()).map_err(bad)?;
-    let fields: serde_json::Map<String, Value> = body(req).await?;
-    let mut edit = KeyEdit {
+    let b: PatchBody = body(req).await?;
+    if let Some(r) = b.rate_limit.as_ref().and_then(Option::as_ref) {
+        check_rate(r)?;
+    }
+    let edit = KeyEdit {
         if_match,
+        name: b.name,
+        replace_permissions: b.permissions.as_ref().map(levels).transpose()?,
+        rate_limit: b.rate_limit,
+        expires_at: b
+            .expires_at
+            .map(|e| {
+                e.map(|s| parse_expiry(&s).map_err(|x| bad(format!("expires_at: {x}"))))
+                    .transpose()
+            })
+            .transpose()?,
         ..KeyEdit::default()
     };
-    for (k, v) in fields {
-        match k.as_str() {
-            "name" => {
-                edit.name = Some(
-                    v.as_str()
-                        .ok_or_else(|| bad("name: must be a string"))?
-                        .to_string(),
-                );
-            }
-            "permissions" => {
-                let map: BTreeMap<String, String> = serde_json::from_value(v)
-                    .map_err(|_| bad("permissions: must be an object of category: level"))?;
-                edit.replace_permissions = Some(levels(&map)?);
-            }
-            "rate_limit" => {
-                edit.rate_limit = Some(if v.is_null() {
-                    None
-                } else {
-                    let r: KeyRateFile =
-                        serde_json::from_value(v).map_err(|e| bad(format!("rate_limit: {e}")))?;
-                    check_rate(&r)?;
-                    Some(r)
-                });
-            }
-            "expires_at" => {
-                edit.expires_at = Some(match v {
-                    Value::Null => None,
-                    Value::String(s) => {
-                        Some(parse_expiry(&s).map_err(|x| bad(format!("expires_at: {x}")))?)
-                    }
-                    _ => return Err(bad("expires_at: must be a time or null")),
-                });
-            }
-            other => {
-                return Err(bad(format!(
-                    "{other}: unknown field (name, permissions, rate_limit or expires_at)"
-                )));
-            }
-        }
-    }
     let m = manager(admin, peer)?;
     let id = id.to_string();
     let e = blocking(move || m.edit(&id, edit).map_err(ApiError::from)).await?;
