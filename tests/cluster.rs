@@ -12,6 +12,17 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+/// A limited key's budget refills between the sync probes and the measurement.
+const REFILL: Duration = Duration::from_secs(1);
+/// At least one heartbeat (every 1 s) so each replica has seen the others and the
+/// store before the fault is injected.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// More than one log batch period (200 ms) and a flush: the stream holds the entries.
+const LOG_BATCH: Duration = Duration::from_millis(600);
+/// A "not applied" window: longer than the file follower's period and a sync, so a
+/// stale keys file that would be applied would have been by then.
+const NOT_APPLIED: Duration = Duration::from_secs(5);
+
 use replicas::*;
 use support::{SECRET_READ, Upstream, metric};
 
@@ -58,7 +69,7 @@ async fn shared_rate_limit_is_one_budget() {
     let redis = Redis::start();
     let r = Replicas::start(&up, &redis, "");
     // Let the limited key's budget refill after the sync probes.
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(REFILL);
     let secs = 10.0;
     let started = Instant::now();
     let handles: Vec<_> = r
@@ -93,7 +104,7 @@ async fn shared_rate_limit_is_one_budget() {
 
     // The same without cluster mode: every replica has its own budget (about 3×).
     let alone: Vec<_> = (0..3).map(|_| start_standalone(up.addr)).collect();
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(REFILL);
     let secs = 3.0;
     let t = Instant::now();
     let handles: Vec<_> = alone
@@ -413,7 +424,7 @@ async fn redis_down_uses_the_local_share_and_recovers() {
         r.nodes[0].metrics,
         "keygate_cluster_replicas"
     ) == 3.0));
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(HEARTBEAT);
     redis.kill();
     let outage = 3.0;
     let t = Instant::now();
@@ -471,7 +482,7 @@ async fn redis_down_uses_the_local_share_and_recovers() {
         .nodes
         .iter()
         .all(|n| metric(n.metrics, "keygate_cluster_redis_up") == 1.0)));
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(HEARTBEAT);
     let mut con = redis.con();
     let t = Instant::now();
     let handles: Vec<_> = r
@@ -552,7 +563,7 @@ async fn flushall_keeps_every_replica_serving_and_refuses_writes() {
     let r = Replicas::start(&up, &redis, "");
     let mut con = redis.con();
     let _: () = redis::cmd("FLUSHALL").query(&mut con).unwrap();
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(HEARTBEAT);
     for n in &r.nodes {
         assert_eq!(
             get(n.public, "/api/v1/candidates", SECRET_READ).status,
@@ -640,7 +651,7 @@ async fn last_used_and_logs_are_cluster_wide() {
     for _ in 0..900 {
         client.get("/api/v1/candidates", SECRET_READ);
     }
-    std::thread::sleep(Duration::from_millis(600));
+    std::thread::sleep(LOG_BATCH);
     let mut con = redis.con();
     let len: u64 = redis::cmd("XLEN")
         .arg("kg:{t}:logs")
@@ -742,7 +753,7 @@ async fn the_file_seeds_once_and_applies_only_a_higher_revision() {
     );
     // A stale file (lower revision, without the new key) changes nothing.
     r.dirs[2].write("keys.yaml", &format!("revision: 3\n{}", keys_yaml()));
-    std::thread::sleep(Duration::from_secs(5));
+    std::thread::sleep(NOT_APPLIED);
     assert!(
         others
             .iter()

@@ -96,6 +96,15 @@ fn prlimit_nofile(pid: u32, n: u32) {
     assert!(ok, "prlimit failed");
 }
 
+/// The stalling upstream holds its half-sent body this long (far past the test's
+/// `upstream_read: 500ms`).
+const STALL: Duration = Duration::from_secs(30);
+/// Time for the gateway to accept the idle connections (and run out of fds).
+const HOGS_ACCEPTED: Duration = Duration::from_millis(300);
+/// How long the trickling client stays silent before its first byte: most of the
+/// 1 s header deadline, so a deadline counted from the first byte would be missed.
+const SILENT_START: Duration = Duration::from_millis(800);
+
 /// How long the keys file stays unreadable (out of file descriptors) before the
 /// pressure ends: long enough for the watcher to see the change and fail at least
 /// once, which is the situation under test.
@@ -130,7 +139,7 @@ fn out_of_fds(up: SocketAddr) {
     let hogs: Vec<TcpStream> = (0..80)
         .filter_map(|_| TcpStream::connect(gw.public).ok())
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(HOGS_ACCEPTED);
     // Revoke Zapier and add a key, by rename, while no file can be opened.
     let text = keys_yaml(&kg).replace(SECRET_READ, new_secret);
     dir.write("keys.yaml.new", &text);
@@ -209,7 +218,7 @@ async fn an_upstream_that_stalls_mid_body_is_cut_and_recorded() {
     let up = raw_upstream(|mut s| {
         if read_head(&mut s) {
             let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789");
-            std::thread::sleep(Duration::from_secs(30));
+            std::thread::sleep(STALL);
         }
     });
     let (_dir, gw, records) = gateway_at(up, "timeouts:\n  upstream_read: 500ms\n").await;
@@ -316,7 +325,7 @@ async fn the_first_head_deadline_counts_from_the_connection_start() {
         let mut c = TcpStream::connect(addr).unwrap();
         c.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
         // Silent for 0.8 s, then one byte every 100 ms, never finishing the head.
-        std::thread::sleep(Duration::from_millis(800));
+        std::thread::sleep(SILENT_START);
         let head = b"GET /api/v1/candidates HTTP/1.1\r\nHost: x\r\nX-Trickle: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
         for b in head {
             if c.write_all(&[*b]).is_err() {

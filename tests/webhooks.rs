@@ -13,6 +13,16 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// "Nothing more arrives": after the expected deliveries, how long no further one
+/// (a duplicate, a storm, a wrong endpoint) may appear. A fixed window by nature.
+const QUIET: Duration = Duration::from_millis(1200);
+/// How long the receiver stays down after a restart, so that more attempts are made
+/// (and must keep the schedule) before it comes back.
+const STILL_DOWN: Duration = Duration::from_millis(1500);
+/// The worker's housekeeping period (500 ms) plus margin: an endpoint written by the
+/// CLI is seen by the running gateway after it.
+const WORKER_PICKS_UP: Duration = Duration::from_millis(700);
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
@@ -471,7 +481,7 @@ async fn subscriptions_select_events_and_endpoints_are_managed() {
         !rx.delivered().is_empty()
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    tokio::time::sleep(QUIET).await;
     assert_eq!(
         types(&rx.delivered()),
         BTreeSet::from(["key.created".to_string()])
@@ -489,7 +499,7 @@ async fn subscriptions_select_events_and_endpoints_are_managed() {
         "/admin/v1/keys",
         Some(json!({"name": "Sub Two", "permissions": {"*": "read"}})),
     );
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(QUIET).await;
     assert_eq!(rx.delivered().len(), 1);
     let r = g.admin("DELETE", &format!("/admin/v1/webhooks/{keys_only}"), None);
     assert_eq!(r.status, 204);
@@ -568,7 +578,7 @@ async fn receiver_down_and_gateway_restarted_every_event_arrives_once_per_id() {
     assert!(metric(g.gw.metrics, "keygate_webhook_queue_depth") >= 3.0);
     g.restart();
     // Still down for a while after the restart: more attempts, then back up.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(STILL_DOWN).await;
     rx.set(Mode::Ok);
     wait_until("every event delivered", Duration::from_secs(30), || {
         rx.delivered().len() >= 3
@@ -647,7 +657,7 @@ async fn key_changes_made_while_stopped_are_sent_at_start() {
         rx.delivered().len() >= 2
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(QUIET).await;
     let hits = rx.delivered();
     let got: BTreeSet<(String, String)> = hits
         .iter()
@@ -729,7 +739,7 @@ async fn deleted_key_fails_once_and_recovers_once() {
         types(&rx.delivered()).contains("key.recovered")
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(QUIET).await;
     let hits = rx.delivered();
     let kinds: Vec<String> = hits.iter().map(Hit::kind).collect();
     assert_eq!(kinds, ["key.failing", "key.recovered"], "no storm");
@@ -793,7 +803,7 @@ async fn private_targets_are_refused_without_the_setting() {
         g.admin("GET", "/admin/v1/webhooks/wh_manual", None).status == 200
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(WORKER_PICKS_UP).await;
     let r = g.admin("POST", "/admin/v1/webhooks/wh_manual/test", None);
     assert_eq!(r.status, 202, "{}", r.body);
     wait_until(
@@ -830,7 +840,7 @@ async fn redirects_are_not_followed() {
     assert_eq!(e["status"], 302, "{log}");
     assert_eq!(e["result"], "retrying");
     assert!(e["error"].as_str().unwrap().contains("redirect"), "{log}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(QUIET).await;
     assert!(rx.hits().iter().all(|h| h.path != "/landing"));
     assert_eq!(rx.hits().len(), 1);
     // Resend makes it due again at once.
