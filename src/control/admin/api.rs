@@ -25,6 +25,7 @@ use crate::proxy::reject::error_response;
 use crate::ratelimit::Rate;
 
 /// A refusal of the admin API.
+#[derive(Debug)]
 pub(super) struct ApiError {
     pub(super) status: StatusCode,
     code: &'static str,
