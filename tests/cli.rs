@@ -360,26 +360,11 @@ fn serve_says_what_is_wrong_once() {
     );
     dir.write("keys.yaml", &keys_yaml("kg_x"));
     let gw = Spawned::start_with_env(&cfg, &[("KEYGATE_ADMIN_TOKEN", "short")]);
-    let get = |addr: std::net::SocketAddr, path: &str, auth: Option<&str>| -> String {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        let auth = auth
-            .map(|a| format!("Authorization: Bearer {a}\r\n"))
-            .unwrap_or_default();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
-    };
-    let ready = get(gw.metrics, "/readyz", None);
+    let ready = http_get(gw.metrics, "/readyz", None);
     assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
     assert!(ready.contains("upstream unreachable"), "{ready}");
     for _ in 0..3 {
-        let r = get(gw.public, "/api/v1/candidates", Some(SECRET_READ));
+        let r = http_get(gw.public, "/api/v1/candidates", Some(SECRET_READ));
         assert!(r.starts_with("HTTP/1.1 502"), "{r}");
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -407,4 +392,49 @@ fn serve_says_what_is_wrong_once() {
         admin[0].contains("the admin token is 5 characters, at least 16"),
         "{log}"
     );
+}
+
+fn http_get(addr: std::net::SocketAddr, path: &str, auth: Option<&str>) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let auth = auth
+        .map(|a| format!("Authorization: Bearer {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn per_key_series_can_be_turned_off() {
+    let metrics_of = |per_key: bool| -> String {
+        let dir = TempDir::new();
+        let cfg = dir.write(
+            "config.yaml",
+            &config_yaml("127.0.0.1:1".parse().unwrap(), ROUTES).replace(
+                "metrics:\n",
+                &format!("metrics:\n  per_key_series: {per_key}\n"),
+            ),
+        );
+        dir.write("keys.yaml", &keys_yaml("kg_x"));
+        let gw = Spawned::start(&cfg);
+        // A key's request (502: nobody listens upstream) and one with no key (401).
+        assert!(http_get(gw.public, "/api/v1/candidates", Some(SECRET_READ)).contains(" 502 "));
+        assert!(http_get(gw.public, "/api/v1/candidates", None).contains(" 401 "));
+        http_get(gw.metrics, "/metrics", None)
+    };
+    let on = metrics_of(true);
+    assert!(on.contains("keygate_key_info{"), "{on}");
+    assert!(on.contains("keygate_key_requests_total{"), "{on}");
+    let off = metrics_of(false);
+    assert!(!off.contains("keygate_key_info{"), "{off}");
+    assert!(!off.contains("keygate_key_requests_total{"), "{off}");
+    // No category is an empty label value: a category may be called "none".
+    assert!(off.contains("category=\"\""), "{off}");
+    assert!(!off.contains("category=\"none\""), "{off}");
 }
