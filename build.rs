@@ -9,7 +9,9 @@ fn main() {
     let given = std::env::var("KEYGATE_REVISION")
         .ok()
         .filter(|r| !r.is_empty() && r != "unknown");
-    let rev = given.or_else(git_revision).unwrap_or_else(|| "unknown".to_string());
+    let rev = given
+        .or_else(git_revision)
+        .unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=KEYGATE_GIT_REV={rev}");
     watch_head();
     println!("cargo:rerun-if-changed=build.rs");
