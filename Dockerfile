@@ -23,16 +23,18 @@ ARG REVISION=unknown
 ARG CREATED=unknown
 
 FROM ${RUST_IMAGE} AS build
+ARG REVISION
 WORKDIR /src
 # Dependencies first, in their own layer: they change far less often than src/.
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 RUN mkdir src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
     && cargo build --release --locked \
     && rm -rf src target/release/.fingerprint/keygate-* target/release/deps/keygate-* target/release/deps/libkeygate-*
 COPY src ./src
-RUN cargo build --release --locked \
+# `keygate --version` shows the revision (there is no .git in the build context).
+RUN KEYGATE_REVISION="${REVISION}" cargo build --release --locked \
     && install -D -m 0755 target/release/keygate /out/keygate
 
 # A binary built outside the image (see deploy/build-image.sh).

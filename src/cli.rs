@@ -17,7 +17,7 @@ pub(crate) mod webhooks;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use args::{Cli, Command, LogFormat};
 
@@ -32,22 +32,69 @@ pub fn main() -> ExitCode {
         "warn"
     };
     init_tracing(cli.log_format, default_level);
-    let config_path = env::config_path(cli.config.as_deref());
+    let config = cli.config;
+    let config_path = || env::config_path(config.as_deref());
     let result = match command {
-        Command::Serve => runtime().and_then(|rt| rt.block_on(serve::serve(&config_path))),
-        Command::Check => serve::check(&config_path),
-        Command::Demo { port } => runtime().and_then(|rt| rt.block_on(demo::run(port))),
-        Command::Keys(cmd) => commands::keys(&config_path, cmd),
-        Command::Api { state } => commands::api(&config_path, state),
-        Command::Logs(args) => commands::logs(&config_path, args),
-        Command::Cluster(cmd) => commands::cluster(&config_path, cmd),
-        Command::Webhooks(cmd) => webhooks::run(&config_path, cmd),
+        Command::Serve => {
+            config_path().and_then(|p| runtime().and_then(|rt| rt.block_on(serve::serve(&p))))
+        }
+        Command::Check => config_path().and_then(|p| serve::check(&p)),
+        Command::Demo { port, config: _ } => runtime().and_then(|rt| rt.block_on(demo::run(port))),
+        Command::Completions { shell } => {
+            output::completions(shell, &mut Cli::command());
+            Ok(())
+        }
+        Command::Man => output::man(Cli::command()),
+        Command::Help { command } => help(&command),
+        Command::Keys(cmd) => config_path().and_then(|p| commands::keys(&p, cmd)),
+        Command::Api { state } => config_path().and_then(|p| commands::api(&p, state)),
+        Command::Logs(args) => config_path().and_then(|p| commands::logs(&p, args)),
+        Command::Cluster(cmd) => config_path().and_then(|p| commands::cluster(&p, cmd)),
+        Command::Webhooks(cmd) => config_path().and_then(|p| webhooks::run(&p, cmd)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("keygate: {e}");
+            fatal(cli.log_format, &e);
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `keygate help [COMMAND…]`: the long help of the command named.
+fn help(path: &[String]) -> Result<(), String> {
+    let mut cmd = Cli::command();
+    cmd.build();
+    for name in path {
+        cmd = cmd
+            .find_subcommand(name)
+            .cloned()
+            .ok_or_else(|| format!("help: no command {name:?} (see keygate --help)"))?;
+    }
+    match cmd.print_long_help() {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("cannot print the help: {e}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The error that ends the process, on stderr: `keygate: …`, or with
+/// `--log-format json` one JSON line shaped like the other diagnostics.
+fn fatal(format: LogFormat, message: &str) {
+    match format {
+        LogFormat::Text => eprintln!("keygate: {message}"),
+        LogFormat::Json => {
+            let timestamp = time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            let line = serde_json::json!({
+                "timestamp": timestamp,
+                "level": "ERROR",
+                "fields": { "message": message },
+                "target": "keygate",
+            });
+            eprintln!("{line}");
         }
     }
 }

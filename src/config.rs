@@ -202,6 +202,11 @@ pub(crate) struct Config {
     pub(crate) upstream_ca_file: Option<PathBuf>,
     pub(crate) tls: Option<TlsPaths>,
     pub(crate) metrics_listen: SocketAddr,
+    /// `metrics.readyz_checks_upstream`: `/readyz` fails while the upstream refuses
+    /// TCP connections (checked at most every 2 s).
+    pub(crate) readyz_checks_upstream: bool,
+    /// `metrics.per_key_series`: export the per-key series.
+    pub(crate) per_key_series: bool,
     pub(crate) admin: AdminConfig,
     pub(crate) keys_file: PathBuf,
     pub(crate) state_dir: PathBuf,
@@ -267,7 +272,7 @@ impl Config {
             return Err("auth.headers: name at least one header".into());
         }
 
-        let policy = Policy::compile(
+        let mut policy = Policy::compile(
             &f.routes.public,
             &f.routes.categories,
             match f.routes.unmatched {
@@ -281,6 +286,10 @@ impl Config {
             f.routes.allow_non_ascii_paths,
             f.routes.allow_trailing_dots,
         )?;
+        policy.config_name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
 
         let rk = &f.rate_limit.per_key;
         let per_key = Rate::from_parts(rk.per_second, rk.per_minute, rk.burst)
@@ -397,6 +406,8 @@ impl Config {
                 key_file: rel(&t.key_file),
             }),
             metrics_listen: addr("metrics.listen", &f.metrics.listen)?,
+            readyz_checks_upstream: f.metrics.readyz_checks_upstream,
+            per_key_series: f.metrics.per_key_series,
             admin: AdminConfig {
                 listen: addr("admin.listen", &f.admin.listen)?,
                 token_env: f.admin.token_env,

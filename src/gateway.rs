@@ -267,6 +267,7 @@ impl Gateway {
             Health {
                 snapshots: snapshots.clone(),
                 readiness: readiness.clone(),
+                upstream: Arc::default(),
             },
             ops_rx.clone(),
         ));
@@ -279,7 +280,22 @@ impl Gateway {
             Some(webhooks.clone()),
         ));
         if !admin.enabled() {
-            tracing::info!(env = %cfg.admin.token_env, "admin API off (no token set); the console at / still loads");
+            match options
+                .admin_token
+                .as_deref()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+            {
+                Some(t) => tracing::warn!(
+                    env = %cfg.admin.token_env,
+                    "admin API off: the admin token is {} characters, at least {} are needed; the console at / still loads",
+                    t.chars().count(),
+                    admin::MIN_TOKEN
+                ),
+                None => {
+                    tracing::info!(env = %cfg.admin.token_env, "admin API off (no token set); the console at / still loads")
+                }
+            }
         }
         let admin_task = tokio::spawn(server::serve(
             Listener {
@@ -293,6 +309,16 @@ impl Gateway {
             ops_rx,
         ));
         tracing::info!(%public_addr, %metrics_addr, %admin_addr, upstream = %cfg.upstream.authority, keys = keys_count, "keygate is serving");
+        // An upstream that is down at start is said at once (not at the first 502).
+        {
+            let upstream = cfg.upstream.clone();
+            let timeout = cfg.timeouts.upstream_connect;
+            tokio::spawn(async move {
+                if let Err(e) = health::connects(&upstream, timeout).await {
+                    tracing::warn!(upstream = %upstream.authority, error = %e, "the upstream is not reachable at start; requests get 502 until it is");
+                }
+            });
+        }
         Ok(Self {
             snapshots,
             reloader,

@@ -251,6 +251,16 @@ pub(crate) fn validate_operator_secret(s: &str) -> Result<(), String> {
     if s.starts_with(KG_PREFIX) {
         return Err("an operator-supplied secret must not start with 'kg_' (that prefix is for keys keygate makes)".into());
     }
+    if s.len() != s.trim().len() {
+        let which = if s.trim_end().len() != s.len() {
+            "a trailing"
+        } else {
+            "a leading"
+        };
+        return Err(format!(
+            "the operator-supplied secret has {which} space or other white space; remove it (spaces are not allowed in a secret)"
+        ));
+    }
     if !(32..=256).contains(&s.len()) {
         return Err(format!(
             "an operator-supplied secret must be 32-256 characters (it has {})",

@@ -258,6 +258,8 @@ pub(crate) struct Policy {
     pub(crate) allow_non_ascii_paths: bool,
     /// `routes.allow_trailing_dots`: a path segment may end in `.`.
     pub(crate) allow_trailing_dots: bool,
+    /// The file name of the config these routes came from (for error messages).
+    pub(crate) config_name: String,
 }
 
 impl Policy {
@@ -319,6 +321,7 @@ impl Policy {
             preflight,
             allow_non_ascii_paths,
             allow_trailing_dots,
+            config_name: "config.yaml".into(),
         })
     }
 
@@ -342,6 +345,18 @@ impl Policy {
 
     pub(crate) fn category_id(&self, name: &str) -> Option<CategoryId> {
         self.by_name.get(name).copied()
+    }
+
+    /// The category whose name is closest to `name` (edit distance at most 2, or a
+    /// third of its length), for "did you mean".
+    pub(crate) fn closest_category(&self, name: &str) -> Option<&str> {
+        let most = (name.chars().count() / 3).max(2);
+        self.names
+            .iter()
+            .map(|n| (edit_distance(name, n), n))
+            .filter(|(d, _)| *d <= most)
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, n)| n.as_ref())
     }
 
     pub(crate) fn category_count(&self) -> usize {
@@ -381,6 +396,22 @@ pub(crate) fn required_level(method: &Method) -> Option<Level> {
 
 /// The `Allow` header value sent with `405`.
 pub(crate) const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
+/// Levenshtein distance, by characters, ignoring case.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.to_lowercase().chars().collect();
+    let b: Vec<char> = b.to_lowercase().chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
 
 #[cfg(test)]
 mod tests {
@@ -499,5 +530,13 @@ mod tests {
         assert_eq!(required_level(&Method::OPTIONS), Some(Level::Read));
         assert_eq!(required_level(&Method::DELETE), Some(Level::Write));
         assert_eq!(required_level(&Method::TRACE), None);
+    }
+
+    #[test]
+    fn edit_distances() {
+        assert_eq!(edit_distance("candidate", "candidates"), 1);
+        assert_eq!(edit_distance("JOBS", "jobs"), 0);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 }

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// keygate: an API-key gateway that runs beside your app.
@@ -10,20 +11,48 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// enforces per-key permissions (none / read / write) and rate limits, and forwards
 /// allowed requests to the upstream unchanged.
 #[derive(Debug, Parser)]
-#[command(name = "keygate", version, about, long_about = None)]
+#[command(
+    name = "keygate",
+    version = VERSION,
+    about,
+    long_about = None,
+    disable_help_subcommand = true,
+    after_help = "Run `keygate help COMMAND` or `keygate COMMAND --help` for a command's options."
+)]
 pub(crate) struct Cli {
-    /// Path to config.yaml [default: $KEYGATE_CONFIG, else ./config.yaml, else
-    /// /etc/keygate/config.yaml]
-    #[arg(short, long, global = true, value_name = "CONFIG")]
+    /// Path to config.yaml [default: ./config.yaml, else /etc/keygate/config.yaml]
+    #[arg(
+        short,
+        long,
+        global = true,
+        value_name = "CONFIG",
+        env = "KEYGATE_CONFIG",
+        // An empty $KEYGATE_CONFIG is the same as an unset one.
+        value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from)
+    )]
     pub(crate) config: Option<PathBuf>,
 
     /// Format of keygate's own diagnostics on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = LogFormat::Text,
+        env = "KEYGATE_LOG_FORMAT"
+    )]
     pub(crate) log_format: LogFormat,
 
     #[command(subcommand)]
     pub(crate) command: Option<Command>,
 }
+
+/// `keygate --version`: the package version and the git revision it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("KEYGATE_GIT_REV"),
+    ")"
+);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LogFormat {
@@ -65,6 +94,23 @@ pub(crate) enum Command {
         /// free ports).
         #[arg(long, default_value_t = 8080)]
         port: u16,
+        /// The demo reads no config: this hidden stand-in keeps the global `-c` out
+        /// of its help (and ignores it).
+        #[arg(short, long, hide = true, value_name = "CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print a shell completion script to standard output, e.g.
+    /// `keygate completions bash > /etc/bash_completion.d/keygate`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to standard output, e.g. `keygate man > keygate.1`.
+    Man,
+    /// Print this help, or a command's (`keygate help keys create`).
+    Help {
+        #[arg(value_name = "COMMAND")]
+        command: Vec<String>,
     },
 }
 

@@ -303,14 +303,19 @@ pub(crate) fn keys(config_path: &Path, cmd: KeysCommand) -> Result<(), String> {
         }
         KeysCommand::Delete { key, yes } => {
             let e = m.get(&key).map_err(|e| e.to_string())?;
-            if !yes
-                && std::io::stdin().is_terminal()
-                && !confirm(&format!(
+            if !yes {
+                if !std::io::stdin().is_terminal() {
+                    return Err(format!(
+                        "not deleted: standard input is not a terminal, so keygate cannot ask for confirmation; run again with --yes to delete key '{}' (id {})",
+                        e.name, e.id
+                    ));
+                }
+                if !confirm(&format!(
                     "Delete key '{}' (id {})? Requests with it will get 401.",
                     e.name, e.id
-                ))
-            {
-                return Err("not deleted".into());
+                )) {
+                    return Err("not deleted".into());
+                }
             }
             let e = m.delete(&e.id).map_err(|e| e.to_string())?;
             output::line(&format!("Deleted key '{}' (id {}).", e.name, e.id));
@@ -348,11 +353,21 @@ pub(crate) fn api(config_path: &Path, want: ApiState) -> Result<(), String> {
         }
         ApiState::On | ApiState::Off => {
             let on = want == ApiState::On;
+            // Only once the switch is written does the message say what follows.
             m.set_api(on).map_err(|e| e.to_string())?;
-            output::line(if on {
-                "API access switched on."
+            let target = if m.config.cluster.is_some() {
+                "the cluster store".to_string()
             } else {
-                "API access switched off: every key now gets 401 api_disabled."
+                m.config.keys_file.display().to_string()
+            };
+            output::line(&if on {
+                format!(
+                    "API access switched on (written to {target}); a running gateway accepts keys again within 2 s."
+                )
+            } else {
+                format!(
+                    "API access switched off (written to {target}); a running gateway answers every key with 401 api_disabled within 2 s."
+                )
             });
         }
     }

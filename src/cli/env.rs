@@ -6,20 +6,24 @@ use std::sync::Arc;
 
 use crate::keys::seal::SealKey;
 
-/// Finds config.yaml: `-c`, else `$KEYGATE_CONFIG`, else `./config.yaml`, else
-/// `/etc/keygate/config.yaml`.
-pub(crate) fn config_path(flag: Option<&Path>) -> PathBuf {
-    if let Some(p) = flag {
-        return p.to_path_buf();
+/// Where config.yaml is looked for when neither `-c` nor `$KEYGATE_CONFIG` names it.
+pub(crate) const CONFIG_SEARCH: [&str; 2] = ["config.yaml", "/etc/keygate/config.yaml"];
+
+/// Finds config.yaml: `-c` or `$KEYGATE_CONFIG` (clap reads both into `flag`), else
+/// `./config.yaml`, else `/etc/keygate/config.yaml`. None of them: an error naming
+/// every place searched and how to start.
+pub(crate) fn config_path(flag: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(p) = flag.filter(|p| !p.as_os_str().is_empty()) {
+        return Ok(p.to_path_buf());
     }
-    if let Some(p) = std::env::var_os("KEYGATE_CONFIG").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
+    if let Some(p) = CONFIG_SEARCH.iter().map(PathBuf::from).find(|p| p.exists()) {
+        return Ok(p);
     }
-    let local = PathBuf::from("config.yaml");
-    if local.exists() {
-        return local;
-    }
-    PathBuf::from("/etc/keygate/config.yaml")
+    Err(format!(
+        "no config found: searched -c/--config (not given), $KEYGATE_CONFIG (not set), ./{}, {}. \
+         To start from the example: cp config.example.yaml config.yaml",
+        CONFIG_SEARCH[0], CONFIG_SEARCH[1]
+    ))
 }
 
 /// The admin token from `$<name>`, else the file named by `$<name>_FILE`.

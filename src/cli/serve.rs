@@ -45,6 +45,10 @@ pub(crate) async fn serve(config_path: &Path) -> Result<(), String> {
 /// `admin.token_env`) and the seal key.
 fn options(config_path: &Path) -> Result<GatewayOptions, String> {
     let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    // cluster: the keys come from the shared store; the file is only a seed.
+    if config.cluster.is_none() {
+        keys_file_exists(&config)?;
+    }
     Ok(GatewayOptions {
         admin_token: super::env::admin_token(&config.admin.token_env),
         seal_key: super::env::seal_key_text()?,
@@ -56,16 +60,37 @@ fn options(config_path: &Path) -> Result<GatewayOptions, String> {
 /// Validates config and keys together. Prints a summary; errors go to the caller.
 pub(crate) fn check(config_path: &Path) -> Result<(), String> {
     let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    keys_file_exists(&config)?;
     let keys = KeysFile::load(&config.keys_file).map_err(|e| e.to_string())?;
     let keys_path = config.keys_file.clone();
     let snap = reload::build(Arc::new(config), &keys, None).map_err(|e| e.to_string())?;
     output::line(&format!(
-        "ok: {} ({} categories), {} ({} keys, API {})",
+        "ok: {} ({}), {} ({}, API {})",
         config_path.display(),
-        snap.config.policy.category_count(),
+        plural(
+            snap.config.policy.category_count(),
+            "category",
+            "categories"
+        ),
         keys_path.display(),
-        snap.keys.len(),
+        plural(snap.keys.len(), "key", "keys"),
         if snap.keys.api_enabled { "on" } else { "off" }
     ));
     Ok(())
+}
+
+/// "1 key", "2 keys".
+pub(crate) fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// A missing keys file, with the hint `keys list` gives.
+fn keys_file_exists(config: &Config) -> Result<(), String> {
+    if config.keys_file.exists() {
+        return Ok(());
+    }
+    Err(format!(
+        "{}: the keys file does not exist (keys_file in the config names it); create one with: keygate keys create --name NAME --perm CATEGORY=read",
+        config.keys_file.display()
+    ))
 }

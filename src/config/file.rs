@@ -68,12 +68,18 @@ pub(crate) struct TlsFile {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct MetricsFile {
     pub(crate) listen: String,
+    /// `/readyz` also needs a TCP connection to the upstream to succeed.
+    pub(crate) readyz_checks_upstream: bool,
+    /// Per-key series (`keygate_key_requests_total`, `keygate_key_info`).
+    pub(crate) per_key_series: bool,
 }
 
 impl Default for MetricsFile {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:9090".into(),
+            readyz_checks_upstream: false,
+            per_key_series: true,
         }
     }
 }

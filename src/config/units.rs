@@ -30,12 +30,12 @@ impl ConfigDuration {
     }
 }
 
-/// Parses `500ms`, `2s`, `1m`, `1h`, `1d` (a bare number is seconds).
+/// Parses `500ms`, `2s`, `1m`, `1h`, `1d`, `1w` (a bare number is seconds).
 pub(crate) fn parse_duration(text: &str) -> Result<ConfigDuration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let err = || format!("invalid duration {text:?} (write e.g. 500ms, 2s, 1m, 1h)");
+    let err = || format!("invalid duration {text:?} (write e.g. 500ms, 2s, 1m, 1h, 1d, 1w)");
     if num.is_empty() {
         return Err(err());
     }
@@ -46,6 +46,7 @@ pub(crate) fn parse_duration(text: &str) -> Result<ConfigDuration, String> {
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
+        "w" => 604_800_000,
         _ => return Err(err()),
     };
     let max_ms = MAX_DURATION.as_millis() as u64;
@@ -158,6 +159,10 @@ mod tests {
         assert_eq!(parse_duration("2s").unwrap().value, Duration::from_secs(2));
         assert_eq!(parse_duration("1m").unwrap().value, Duration::from_secs(60));
         assert_eq!(parse_duration("7").unwrap().value, Duration::from_secs(7));
+        // Weeks, as `--since 1w` knows them; in config.yaml capped at a day.
+        let week = parse_duration("1w").unwrap();
+        assert!(week.capped);
+        assert_eq!(week.value, MAX_DURATION);
         let big = parse_duration("99999999999999999d").unwrap();
         assert!(big.capped);
         assert_eq!(big.value, MAX_DURATION);

@@ -27,7 +27,7 @@ use http::header::{
 };
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use sha2::{Digest, Sha256};
+use ring::hmac;
 
 use crate::control::reload::Reloader;
 use crate::keys::seal::SealKey;
@@ -60,7 +60,7 @@ const STATIC: &[(&str, &str, &str)] = &[
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// Shortest admin token accepted.
-const MIN_TOKEN: usize = 16;
+pub(crate) const MIN_TOKEN: usize = 16;
 
 /// The admin API's state: handles, not the proxy.
 pub(crate) struct Admin {
@@ -72,8 +72,9 @@ pub(crate) struct Admin {
     pub(crate) cluster: Option<Arc<crate::control::cluster::Cluster>>,
     /// Webhook endpoints and deliveries.
     pub(crate) webhooks: Option<Arc<crate::control::webhooks::Webhooks>>,
-    /// SHA-256 of the token; `None` = API off.
-    token: Option<[u8; 32]>,
+    /// An HMAC of the token under a key made at start; `None` = API off. Presented
+    /// tokens are checked with `hmac::verify`, a constant-time comparison.
+    token: Option<(hmac::Key, hmac::Tag)>,
     failures: IpLimiter,
 }
 
@@ -95,16 +96,25 @@ impl Admin {
         cluster: Option<Arc<crate::control::cluster::Cluster>>,
         webhooks: Option<Arc<crate::control::webhooks::Webhooks>>,
     ) -> Self {
-        let token = match token.map(str::trim).filter(|t| !t.is_empty()) {
-            Some(t) if t.len() >= MIN_TOKEN => Some(Sha256::digest(t.as_bytes()).into()),
-            Some(_) => {
-                tracing::warn!(
-                    "the admin token is shorter than {MIN_TOKEN} characters; the admin API is off"
-                );
-                None
-            }
-            None => None,
-        };
+        // A short token is refused here; the gateway logs why (one line).
+        let token = token
+            .map(str::trim)
+            .filter(|t| t.len() >= MIN_TOKEN)
+            .and_then(|t| {
+                let rng = ring::rand::SystemRandom::new();
+                match hmac::Key::generate(hmac::HMAC_SHA256, &rng) {
+                    Ok(key) => {
+                        let tag = hmac::sign(&key, t.as_bytes());
+                        Some((key, tag))
+                    }
+                    Err(_) => {
+                        tracing::error!(
+                            "no randomness for the admin token check; the admin API is off"
+                        );
+                        None
+                    }
+                }
+            });
         let rate = Rate {
             count: NonZeroU32::MIN.saturating_add(9),
             per: Per::Minute,
@@ -125,16 +135,12 @@ impl Admin {
         self.token.is_some()
     }
 
-    /// Constant-time comparison of the presented token's hash with ours.
+    /// Whether `presented` is the token (ring's constant-time HMAC verification).
     fn token_ok(&self, presented: &[u8]) -> bool {
-        let Some(want) = &self.token else {
+        let Some((key, tag)) = &self.token else {
             return false;
         };
-        let got: [u8; 32] = Sha256::digest(presented).into();
-        want.iter()
-            .zip(got.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+        hmac::verify(key, presented, tag.as_ref()).is_ok()
     }
 
     fn host_allowed(&self, host: &str) -> bool {

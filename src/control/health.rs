@@ -37,6 +37,79 @@ impl Readiness {
 pub(crate) struct Health {
     pub(crate) snapshots: Snapshots,
     pub(crate) readiness: Readiness,
+    /// The cached upstream check of `/readyz` (`metrics.readyz_checks_upstream`).
+    pub(crate) upstream: Arc<UpstreamProbe>,
+}
+
+/// How long a `/readyz` upstream check is reused.
+pub(crate) const UPSTREAM_PROBE_EVERY: Duration = Duration::from_secs(2);
+
+/// Whether the upstream accepts a TCP connection, checked at most every
+/// [`UPSTREAM_PROBE_EVERY`] however often `/readyz` is asked.
+#[derive(Debug)]
+pub(crate) struct UpstreamProbe {
+    /// When the cached answer was made and what it was.
+    last: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
+}
+
+impl Default for UpstreamProbe {
+    fn default() -> Self {
+        Self {
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl UpstreamProbe {
+    /// The cached answer, or a fresh connect when it is older than 2 s (probes that
+    /// arrive meanwhile wait for that one connect instead of making their own).
+    pub(crate) async fn reachable(
+        &self,
+        upstream: &crate::config::Upstream,
+        timeout: Duration,
+    ) -> bool {
+        let mut last = self.last.lock().await;
+        if let Some((at, ok)) = *last
+            && at.elapsed() < UPSTREAM_PROBE_EVERY
+        {
+            return ok;
+        }
+        let ok = connects(upstream, timeout).await.is_ok();
+        *last = Some((std::time::Instant::now(), ok));
+        ok
+    }
+}
+
+/// One TCP connect to the upstream (no request is sent).
+pub(crate) async fn connects(
+    upstream: &crate::config::Upstream,
+    timeout: Duration,
+) -> Result<(), String> {
+    let host = upstream
+        .authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port =
+        upstream
+            .authority
+            .port_u16()
+            .unwrap_or(if upstream.scheme == http::uri::Scheme::HTTPS {
+                443
+            } else {
+                80
+            });
+    match tokio::time::timeout(
+        timeout,
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no connection within {} ms", timeout.as_millis())),
+    }
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<ResBody> {
@@ -64,6 +137,7 @@ impl Health {
                 let snap = self.snapshots.load();
                 let body = self.snapshots.metrics().render(
                     &snap.keys,
+                    snap.config.per_key_series,
                     snap.ip_limiter.len(),
                     snap.ip_limiter.evicted(),
                 );
@@ -96,7 +170,24 @@ impl Service for Health {
         _conn: ConnInfo,
         req: Request<Incoming>,
     ) -> impl Future<Output = Response<ResBody>> + Send + use<> {
+        let snap = self.snapshots.load();
+        let probe = (req.uri().path() == "/readyz"
+            && !self.readiness.is_shutting_down()
+            && snap.config.readyz_checks_upstream
+            && (req.method() == Method::GET || req.method() == Method::HEAD))
+            .then(|| self.upstream.clone());
         let res = self.answer(&req);
-        async move { res }
+        async move {
+            match probe {
+                Some(p)
+                    if !p
+                        .reachable(&snap.config.upstream, snap.config.timeouts.upstream_connect)
+                        .await =>
+                {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "upstream unreachable\n")
+                }
+                _ => res,
+            }
+        }
     }
 }

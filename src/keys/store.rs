@@ -138,8 +138,13 @@ impl KeySet {
                     star = level;
                 } else {
                     let cid = policy.category_id(cat).ok_or_else(|| {
+                        let hint = policy
+                            .closest_category(cat)
+                            .map(|c| format!("; did you mean {c:?}?"))
+                            .unwrap_or_default();
                         err(format!(
-                            "permissions.{cat}: unknown category (config.yaml routes.categories has no {cat:?})"
+                            "permissions.{cat}: unknown category ({} routes.categories has no {cat:?}{hint})",
+                            policy.config_name
                         ))
                     })?;
                     levels[usize::from(cid.0)] = level;

@@ -151,6 +151,8 @@ pub(crate) struct Metrics {
     ip_evicted_seen: std::sync::atomic::AtomicU64,
     /// Key id → name of the `key_info` series exported, to remove stale ones.
     exported_keys: Mutex<HashMap<String, String>>,
+    /// `metrics.per_key_series` as of the last scrape (off: no per-key series).
+    per_key_series: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -258,6 +260,7 @@ impl Metrics {
             ))?,
             ip_evicted_seen: std::sync::atomic::AtomicU64::new(0),
             exported_keys: Mutex::new(HashMap::new()),
+            per_key_series: std::sync::atomic::AtomicBool::new(true),
             registry,
         };
         let r = &m.registry;
@@ -317,7 +320,9 @@ impl Metrics {
             .with_label_values(&[
                 decision,
                 method_label(&r.method),
-                r.category.as_deref().unwrap_or("none"),
+                // No category (unmatched, refused before routing): an empty value,
+                // which no category name can be.
+                r.category.as_deref().unwrap_or(""),
                 status_class(r.status),
             ])
             .inc();
@@ -327,7 +332,11 @@ impl Metrics {
         if let Some(u) = r.upstream {
             self.upstream_duration.observe(u.as_secs_f64());
         }
-        if let Some(k) = &r.key {
+        if let Some(k) = &r.key
+            && self
+                .per_key_series
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
             self.key_requests
                 .with_label_values(&[k.id.as_str(), decision])
                 .inc();
@@ -360,10 +369,19 @@ impl Metrics {
 
     /// Brings the per-key series in line with the keys in force: `key_info` for each,
     /// and no series at all for keys that are gone.
-    pub(crate) fn sync_keys(&self, keys: &KeySet) {
+    /// With `per_key` off (`metrics.per_key_series: false`) there are none.
+    pub(crate) fn sync_keys(&self, keys: &KeySet, per_key: bool) {
         self.keys_loaded.set(keys.len() as i64);
         self.api_enabled.set(i64::from(keys.api_enabled));
         let mut exported = self.exported_keys.lock().unwrap_or_else(|p| p.into_inner());
+        self.per_key_series
+            .store(per_key, std::sync::atomic::Ordering::Relaxed);
+        if !per_key {
+            self.key_info.reset();
+            self.key_requests.reset();
+            exported.clear();
+            return;
+        }
         exported.retain(|id, name| {
             let current = keys.get_str(id).map(|k| &*k.name);
             if current == Some(name.as_str()) {
@@ -388,10 +406,16 @@ impl Metrics {
     }
 
     /// The text exposition.
-    pub(crate) fn render(&self, keys: &KeySet, ip_tracked: usize, ip_evicted: u64) -> Vec<u8> {
+    pub(crate) fn render(
+        &self,
+        keys: &KeySet,
+        per_key: bool,
+        ip_tracked: usize,
+        ip_evicted: u64,
+    ) -> Vec<u8> {
         use prometheus::Encoder;
         use std::sync::atomic::Ordering;
-        self.sync_keys(keys);
+        self.sync_keys(keys, per_key);
         self.ip_tracked
             .set(i64::try_from(ip_tracked).unwrap_or(i64::MAX));
         let seen = self.ip_evicted_seen.swap(ip_evicted, Ordering::Relaxed);

@@ -389,7 +389,21 @@ async fn send_upstream(
     fin.counters = Some(counters.clone());
     let upstream_req = forward::rewrite_request(cfg, &fwd, req, counters.clone())?;
     fin.upstream_started = Some(Instant::now());
-    let mut res = upstream::send(&snap.client, cfg, upstream_req, &counters).await?;
+    let mut res = match upstream::send(&snap.client, cfg, upstream_req, &counters).await {
+        Ok(res) => res,
+        Err(r @ (Reject::UpstreamUnavailable | Reject::UpstreamTimeout)) => {
+            // Off the success path: one atomic decides whether to say so again.
+            if snapshots.upstream_warning_due() {
+                tracing::warn!(
+                    upstream = %cfg.upstream.authority,
+                    refusal = if matches!(r, Reject::UpstreamTimeout) { "504 upstream_timeout" } else { "502 upstream_unavailable" },
+                    "the upstream is not answering; requests are refused until it does (this warning repeats at most every 30 s while it stays down; details at debug level)"
+                );
+            }
+            return Err(r);
+        }
+        Err(r) => return Err(r),
+    };
     // The tunnel opens only once the upstream has agreed to switch protocols.
     if res.status() == StatusCode::SWITCHING_PROTOCOLS {
         match (client_upgrade, tunnel_key) {

@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -40,7 +41,14 @@ struct Shared {
     observer: Arc<dyn Observer>,
     metrics: Arc<Metrics>,
     shared_limit: OnceLock<Arc<dyn SharedLimit>>,
+    /// When the last "upstream unreachable" warning was logged (ms since `started`;
+    /// 0 = never). Touched only on the failure path.
+    upstream_warned_ms: AtomicU64,
+    started: std::time::Instant,
 }
+
+/// An unreachable upstream is logged at most this often while it stays down.
+pub(crate) const UPSTREAM_WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What a shared-limit check answers: the key's verdict, or a refusal when the
 /// shared state cannot be trusted (too stale).
@@ -85,8 +93,26 @@ impl Snapshots {
             observer,
             metrics,
             shared_limit: OnceLock::new(),
+            upstream_warned_ms: AtomicU64::new(0),
+            started: std::time::Instant::now(),
         });
         (Self(shared.clone()), Publisher(shared))
+    }
+
+    /// Whether an "upstream unreachable" warning is due: the first failure, then at
+    /// most one every [`UPSTREAM_WARN_EVERY`] (one atomic; called only on failure).
+    pub(crate) fn upstream_warning_due(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        // +1 so that a failure in the very first millisecond is not "never".
+        let now = self.0.started.elapsed().as_millis() as u64 + 1;
+        let last = self.0.upstream_warned_ms.load(Relaxed);
+        if last != 0 && now.saturating_sub(last) < UPSTREAM_WARN_EVERY.as_millis() as u64 {
+            return false;
+        }
+        self.0
+            .upstream_warned_ms
+            .compare_exchange(last, now, Relaxed, Relaxed)
+            .is_ok()
     }
 
     /// The snapshot in force now.

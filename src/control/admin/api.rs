@@ -250,7 +250,10 @@ async fn dispatch(
 ) -> ApiResult {
     use Endpoint as E;
     match (ep, method) {
-        (E::Keys, Method::GET) => list_keys(admin, peer, &query_map(&req)).await,
+        (E::Keys, Method::GET) => match query_map(&req) {
+            Ok(q) => list_keys(admin, peer, &q).await,
+            Err(e) => Err(e),
+        },
         (E::Keys, Method::POST) => create_key(admin, peer, req).await,
         (E::Key, Method::GET) => get_key(admin, peer, id).await,
         (E::Key, Method::PATCH) => patch_key(admin, peer, id, req).await,

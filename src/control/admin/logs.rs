@@ -18,50 +18,37 @@ use super::Admin;
 use super::reply::{ApiError, ApiResult, bad, blocking, json_response};
 use crate::observe::logs::{self, Filter};
 
-/// The query string as a map; empty text values are left out, an empty `limit`
-/// stays (and is refused: it is not a number).
-pub(super) fn query_map(req: &Request<Incoming>) -> BTreeMap<String, String> {
-    let mut m = BTreeMap::new();
-    for pair in req
-        .uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let (k, v) = (percent_decode(k), percent_decode(v));
-        if !v.is_empty() || k == "limit" {
-            m.insert(k, v);
-        }
-    }
-    m
+/// The query string as a map (`form_urlencoded`: `+` is a space, `%XX` a byte, a
+/// malformed escape stays as written); empty text values are left out, an empty
+/// `limit` stays (and is refused: it is not a number). A parameter given twice is
+/// refused (`400`) rather than one of the values silently winning.
+pub(super) fn query_map(req: &Request<Incoming>) -> Result<BTreeMap<String, String>, ApiError> {
+    parse_query(req.uri().query().unwrap_or(""))
 }
 
-pub(super) fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => match s.get(i + 1..i + 3).map(|h| u8::from_str_radix(h, 16))
-            {
-                Some(Ok(v)) => {
-                    out.push(v);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
+fn parse_query(query: &str) -> Result<BTreeMap<String, String>, ApiError> {
+    let mut m = BTreeMap::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        if !seen.insert(k.clone().into_owned()) {
+            return Err(bad(format!("{k}: repeated parameter (give it once)")));
         }
-        i += 1;
+        if !v.is_empty() || k == "limit" {
+            m.insert(k.into_owned(), v.into_owned());
+        }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Ok(m)
+}
+
+/// A path segment, percent-decoded (`+` stays a plus: it is a path, not a form).
+pub(super) fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 pub(super) async fn get_logs(admin: &Arc<Admin>, req: &Request<Incoming>) -> ApiResult {
-    let q = query_map(req);
+    let q = query_map(req)?;
     for k in q.keys() {
         if !matches!(
             k.as_str(),
@@ -150,4 +137,27 @@ pub(super) async fn get_logs(admin: &Arc<Admin>, req: &Request<Incoming>) -> Api
         StatusCode::OK,
         &json!({ "records": records, "next_before": next }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn query_strings() {
+        let q = parse_query("path=%2Fv1+x&method=GET&since=&limit=").unwrap();
+        assert_eq!(q.get("path").map(String::as_str), Some("/v1 x"));
+        assert_eq!(q.get("method").map(String::as_str), Some("GET"));
+        assert!(!q.contains_key("since"));
+        assert_eq!(q.get("limit").map(String::as_str), Some(""));
+        // A malformed escape is not decoded (once `%+1` became byte 1).
+        let q = parse_query("path=%+1").unwrap();
+        assert_eq!(q.get("path").map(String::as_str), Some("% 1"));
+        let e = parse_query("limit=1&limit=2").err().unwrap();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("repeated parameter"), "{}", e.message);
+        assert_eq!(percent_decode("C%2B%2B+x"), "C+++x");
+    }
 }

@@ -11,6 +11,7 @@ use crate::keys::write::WriteError;
 use crate::observe::body::ResBody;
 
 /// A refusal of the admin API.
+#[derive(Debug)]
 pub(super) struct ApiError {
     pub(super) status: StatusCode,
     pub(super) code: &'static str,
