@@ -16,7 +16,7 @@ import { tmpdir } from "node:os";
 import { join, dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import http from "node:http";
-import { randomBytes } from "node:crypto";
+import { randomBytes, createHmac, timingSafeEqual } from "node:crypto";
 import { chromium } from "playwright-core";
 import { AxeBuilder } from "@axe-core/playwright";
 
@@ -31,7 +31,7 @@ const SEAL = randomBytes(32).toString("base64");
 const OPERATOR_SECRET = "operator-supplied-secret-0123456789abcdef";
 const HASH_ONLY_KEY = "kg_hashonly000000000000000000000000000000";
 
-let dir, upstream, gw, ctx, page;
+let dir, upstream, receiver, gw, ctx, page;
 const addr = {};
 
 function startUpstream() {
@@ -49,6 +49,59 @@ function startUpstream() {
   });
 }
 
+// The webhook receiver: records every request (headers and body). While
+// `receiver.failNext` is above 0 it answers 500 (and counts down), else 200.
+function startReceiver() {
+  return new Promise((ok) => {
+    const got = [];
+    const s = http.createServer((req, res) => {
+      const chunks = [];
+      req.on("data", (c) => chunks.push(c));
+      req.on("end", () => {
+        const fail = s.failNext > 0;
+        if (fail) s.failNext -= 1;
+        got.push({ path: req.url, headers: req.headers, body: Buffer.concat(chunks).toString("utf8"), answered: fail ? 500 : 200 });
+        res.writeHead(fail ? 500 : 200, { "content-type": "text/plain" });
+        res.end(fail ? "receiver says no" : "thanks");
+      });
+    });
+    s.got = got;
+    s.failNext = 0;
+    s.listen(0, "127.0.0.1", () => ok(s));
+  });
+}
+
+/// Waits until the receiver has a delivery whose body matches; returns it.
+async function delivery(match, what) {
+  const deadline = Date.now() + 15000;
+  for (;;) {
+    const d = receiver.got.find((r) => { try { return match(JSON.parse(r.body), r); } catch { return false; } });
+    if (d) return d;
+    if (Date.now() > deadline) throw new Error(`no ${what} delivery; got ${receiver.got.map((r) => r.body).join("\n")}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/// Standard Webhooks: v1,<base64 HMAC-SHA256 of "id.timestamp.body"> keyed with
+/// the base64 part of the whsec_ secret.
+function verifySignature(d, secret) {
+  const id = d.headers["webhook-id"];
+  const ts = d.headers["webhook-timestamp"];
+  const sig = d.headers["webhook-signature"];
+  assert.ok(id && ts && sig, "webhook-id, webhook-timestamp, webhook-signature: " + JSON.stringify(d.headers));
+  assert.match(ts, /^\d+$/);
+  assert.ok(Math.abs(Date.now() / 1000 - Number(ts)) < 300, "a fresh timestamp");
+  assert.match(secret, /^whsec_[A-Za-z0-9+/=]+$/);
+  const key = Buffer.from(secret.slice("whsec_".length), "base64");
+  const want = createHmac("sha256", key).update(`${id}.${ts}.${d.body}`).digest();
+  const ok = sig.split(" ").some((s) => {
+    const [v, b64] = s.split(",");
+    const got = Buffer.from(b64 || "", "base64");
+    return v === "v1" && got.length === want.length && timingSafeEqual(got, want);
+  });
+  assert.ok(ok, `signature ${sig} matches the secret`);
+}
+
 function startGateway(upstreamPort) {
   writeFileSync(join(dir, "config.yaml"), `listen: "127.0.0.1:0"
 upstream: "http://127.0.0.1:${upstreamPort}"
@@ -62,6 +115,9 @@ access_log:
   path: logs/access.log
 rate_limit:
   per_key: { per_second: 1000, burst: 1000 }
+webhooks:
+  allow_private_targets: true
+  retry_schedule: [1s, 2s]
 routes:
   public: ["/healthz"]
   categories:
@@ -162,6 +218,7 @@ before(async () => {
   assert.ok(existsSync(BIN), `build keygate first (cargo build): ${BIN}`);
   dir = mkdtempSync(join(tmpdir(), "keygate-browser-"));
   upstream = await startUpstream();
+  receiver = await startReceiver();
   gw = await startGateway(upstream.address().port);
   ctx = await chromium.launchPersistentContext(join(dir, "chromium-profile"), {
     executablePath: CHROMIUM,
@@ -181,6 +238,7 @@ after(async () => {
   if (ctx) await ctx.close();
   if (gw) { gw.removeAllListeners("exit"); gw.kill("SIGTERM"); }
   if (upstream) upstream.close();
+  if (receiver) receiver.close();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
@@ -259,7 +317,9 @@ test("the console, flow by flow, against a real gateway", async (t) => {
     await page.click("#created-copy");
     assert.equal(await page.evaluate(() => navigator.clipboard.readText()), newKey, "copied");
     await page.click("#created-close");
-    assert.equal(await page.locator("#created-key").textContent(), "", "shown once");
+    // The dialog's close event (which clears the key) is dispatched after close() returns.
+    await page.waitForFunction(() => document.querySelector("#created-key").textContent === "");
+    assert.equal(await page.locator("#created-dialog[open]").count(), 0, "shown once");
     await row("Interview Tool").waitFor();
     assert.deepEqual(await data(newKey, "/api/v1/candidates"), [200, null]);
     assert.deepEqual(await data(newKey, "/api/v1/candidates", "POST"), [200, null], "write and delete");
@@ -419,17 +479,126 @@ test("the console, flow by flow, against a real gateway", async (t) => {
     await page.selectOption("#log-method", "");
   });
 
-  await t.test("webhooks tab: a panel another script fills", async () => {
+  await t.test("webhooks: add an endpoint, secret once, signed test event, log, disable, key.created, delete", async () => {
     const shown = page.evaluate(() => new Promise((ok) => document.addEventListener("keygate:tab", (e) => ok(e.detail.panel), { once: true })));
     await page.click("#tab-webhooks");
     assert.equal(await shown, "webhooks-panel");
     assert.equal(await page.locator("#webhooks-panel").isVisible(), true);
     assert.equal(await page.locator("#logs-panel").isHidden(), true);
+    await page.waitForSelector("#webhooks-empty:not([hidden])");
+    await axe("Webhooks, empty");
+    const hookUrl = `http://127.0.0.1:${receiver.address().port}/hooks/keygate`;
+    const whRow = () => page.locator("#webhooks tr", { has: page.locator("code.wh-url", { hasText: hookUrl }) });
+
+    // The form opens from the toolbar; validation next to the fields: nothing is sent.
+    assert.equal(await page.locator("#webhook-form").isHidden(), true);
+    await page.click("#webhook-new");
+    assert.equal(await page.locator("#webhook-new").getAttribute("aria-expanded"), "true");
+    assert.equal(await page.evaluate(() => document.activeElement.id), "webhook-url", "focus in the form");
+    await page.click("#webhook-create");
+    assert.match(await page.locator("#webhook-url-err").textContent(), /URL/);
+    assert.match(await page.locator("#webhook-events-err").textContent(), /at least one event/);
+    assert.equal((await adminApi("GET", "/webhooks")).webhooks.length, 0, "nothing was added");
+
+    // Add: the labels name the fields; the secret is shown once, with a copy button.
+    await page.getByLabel("Endpoint URL").fill(hookUrl);
+    await page.getByLabel("Description").fill("Browser test receiver");
+    await page.getByLabel("key.*", { exact: true }).check();
+    await page.getByLabel("webhook.test", { exact: true }).check();
+    await page.click("#webhook-create");
+    await page.waitForSelector("#webhook-created:not([hidden]) #webhook-secret");
+    assert.equal(await page.locator("#webhook-form").isHidden(), true, "the form closes");
+    const secret = (await page.locator("#webhook-secret").textContent()).trim();
+    assert.match(secret, /^whsec_/);
+    assert.match(await page.locator("#webhooks-status").textContent(), /is added/);
+    await page.click("#webhook-secret-copy");
+    await page.waitForFunction(() => /copied/.test(document.querySelector("#webhooks-status").textContent));
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), secret, "copied");
+    await whRow().waitFor();
+    assert.match(await whRow().textContent(), /key\.\*, webhook\.test/);
+    assert.match(await whRow().textContent(), /enabled/);
+    const [ep] = (await adminApi("GET", "/webhooks")).webhooks;
+    assert.deepEqual([ep.url, ep.events, ep.enabled, ep.description], [hookUrl, ["key.*", "webhook.test"], true, "Browser test receiver"]);
+    assert.equal(JSON.stringify(ep).includes(secret.slice(6)), false, "the list never shows the secret");
+    await axe("Webhooks, the new secret");
+    await page.click("#webhook-secret-done");
+    assert.equal(await page.locator("#webhook-secret").count(), 0, "shown once");
+
+    // A test event: the receiver answers 500 once, so it is retried (1 s), then delivered, signed.
+    receiver.failNext = 1;
+    await whRow().locator("button.test").click();
+    await page.waitForFunction(() => /webhook\.test event is queued/.test(document.querySelector("#webhooks-status").textContent));
+    const test1 = await delivery((b, r) => b.type === "webhook.test" && r.answered === 200, "webhook.test");
+    verifySignature(test1, secret);
+    const tries = receiver.got.filter((r) => r.headers["webhook-id"] === test1.headers["webhook-id"]);
+    assert.equal(tries.length, 2, "one failed attempt, one retry, under the same webhook-id");
+    assert.equal(test1.path, "/hooks/keygate");
+    // The delivery log in the UI: the retry and the success.
+    await page.waitForSelector("#webhook-log:not([hidden])");
+    await page.waitForFunction((id) => {
+      const rows = Array.from(document.querySelectorAll("#webhook-deliveries tr"));
+      const mine = rows.filter((r) => r.textContent.includes(id));
+      return mine.some((r) => /delivered/.test(r.textContent) && /200/.test(r.textContent)) &&
+        mine.some((r) => /retrying/.test(r.textContent) && /500/.test(r.textContent));
+    }, test1.headers["webhook-id"], { timeout: 15000 });
+    assert.match(await page.locator("#webhook-log-title").textContent(), /Deliveries to .*hooks\/keygate/);
+    await axe("Webhooks, the delivery log");
+
+    // Disable: no delivery; enable again.
+    await whRow().locator("button.toggle").click();
+    await page.waitForFunction(() => /is disabled/.test(document.querySelector("#webhooks-status").textContent));
+    assert.match(await whRow().locator(".wh-state").textContent(), /^disabled/);
+    assert.equal((await adminApi("GET", "/webhooks")).webhooks[0].enabled, false);
+    assert.equal(await whRow().locator("button.toggle").textContent(), "Enable");
+    await whRow().locator("button.toggle").click();
+    await page.waitForFunction(() => /is enabled/.test(document.querySelector("#webhooks-status").textContent));
+    assert.equal((await adminApi("GET", "/webhooks")).webhooks[0].enabled, true);
+    assert.match(await whRow().locator(".wh-state").textContent(), /^enabled/);
+
+    // A key made in the API Keys tab: key.created arrives, signed, without the key.
+    await page.click("#tab-keys");
+    await page.click("#new-key");
+    await page.waitForSelector("#key-dialog[open]");
+    await page.fill("#f-name", "Webhook Watcher");
+    await page.check("#perm-jobs-read");
+    await page.click("#f-save");
+    await page.waitForSelector("#created-dialog[open]");
+    const watcherKey = (await page.locator("#created-key").textContent()).trim();
+    await page.click("#created-close");
+    const made = await delivery((b) => b.type === "key.created" && b.data.key?.name === "Webhook Watcher", "key.created");
+    verifySignature(made, secret);
+    assert.equal(made.body.includes(watcherKey), false, "never the key itself");
+    const watcher = (await adminApi("GET", "/keys?limit=100")).keys.find((k) => k.name === "Webhook Watcher");
+    assert.ok(watcher, "the key exists");
+    await adminApi("DELETE", `/keys/${watcher.id}`);
+    await delivery((b) => b.type === "key.deleted" && b.data.key?.id === watcher.id, "key.deleted");
+
+    // Back on the tab, the log shows key.created too; screenshots at 1280 and 390 px.
+    await page.click("#tab-webhooks");
+    await whRow().waitFor();
+    await whRow().locator("button.log").click();
+    await page.waitForFunction(() => /key\.created/.test(document.querySelector("#webhook-deliveries")?.textContent || ""), null, { timeout: 15000 });
     await axe("Webhooks");
     await shot("webhooks-1280");
     await page.setViewportSize({ width: 390, height: 844 });
+    await axe("Webhooks at 390 px");
     await shot("webhooks-390");
     await page.setViewportSize({ width: 1280, height: 900 });
+
+    // Delete with confirmation: Cancel keeps it, Delete removes it.
+    await whRow().locator("button.delete").click();
+    await page.waitForSelector("#confirm-dialog[open]");
+    assert.match(await page.locator("#confirm-text").textContent(), /hooks\/keygate.*deleted/);
+    await page.click("#confirm-no");
+    assert.equal((await adminApi("GET", "/webhooks")).webhooks.length, 1, "kept");
+    await whRow().locator("button.delete").click();
+    await page.waitForSelector("#confirm-dialog[open]");
+    await page.click("#confirm-yes");
+    await whRow().waitFor({ state: "detached" });
+    await page.waitForSelector("#webhooks-empty:not([hidden])");
+    assert.match(await page.locator("#webhooks-status").textContent(), /is deleted/);
+    assert.equal((await adminApi("GET", "/webhooks")).webhooks.length, 0);
+    assert.equal(await page.locator("#webhook-log").isHidden(), true, "its log is closed");
     await page.click("#tab-keys");
   });
 
