@@ -72,6 +72,8 @@ pub(crate) struct Admin {
     pub(crate) cluster: Option<Arc<crate::control::cluster::Cluster>>,
     /// Webhook endpoints and deliveries.
     pub(crate) webhooks: Option<Arc<crate::control::webhooks::Webhooks>>,
+    /// Key-list requests parse the keys file one at a time (a memory bound).
+    pub(crate) list_parse: tokio::sync::Semaphore,
     /// An HMAC of the token under a key made at start; `None` = API off. Presented
     /// tokens are checked with `hmac::verify`, a constant-time comparison.
     token: Option<(hmac::Key, hmac::Tag)>,
@@ -126,6 +128,7 @@ impl Admin {
             seal,
             cluster,
             webhooks,
+            list_parse: tokio::sync::Semaphore::new(1),
             token,
             failures: IpLimiter::new(&rate, NonZeroUsize::MIN.saturating_add(9_999)),
         }

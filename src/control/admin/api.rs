@@ -333,6 +333,15 @@ async fn list_keys(admin: &Arc<Admin>, peer: IpAddr, q: &BTreeMap<String, String
     let after = q.get("after").cloned();
     let needle = q.get("q").map(|s| s.to_lowercase());
     let m = manager(admin, peer)?;
+    // One parse of the keys file at a time: with 100,000 keys a parse holds a few
+    // hundred MB for a moment, and concurrent page loads must not multiply that.
+    let _one = admin.list_parse.acquire().await.map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the admin API is stopping",
+        )
+    })?;
     let file = blocking(move || m.read().map_err(ApiError::from)).await?;
     let mut page: Vec<&KeyEntry> = file
         .keys
