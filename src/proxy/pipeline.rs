@@ -55,7 +55,9 @@ impl Service for Pipeline {
         conn: ConnInfo,
         req: Request<Incoming>,
     ) -> impl Future<Output = Response<ResBody>> + Send + use<> {
-        handle(self.snapshots.clone(), conn, req)
+        // Boxed: the request's state is large, and hyper moves the future it is
+        // given; a box moves as one pointer.
+        Box::pin(handle(self.snapshots.clone(), conn, req))
     }
 }
 
