@@ -1,8 +1,8 @@
 //! The access log (docs/http.md, "The access-log record"): one JSON object per line for every request.
 //!
-//! The request path serialises its record and appends it to a bounded in-memory
-//! queue (a mutex held for one push, never across I/O): it never waits on the disk
-//! and never wakes another thread. A dedicated writer thread takes the whole queue
+//! The request path formats its record into a buffer its thread keeps and appends
+//! the line to a bounded in-memory queue (a mutex held for one copy, never across
+//! I/O): it never waits on the disk and never wakes another thread. A dedicated writer thread takes the whole queue
 //! every 20 ms, writes it in one batch, rotates by size (`access.log` →
 //! `access.log.1` … `.N`), reopens on demand (SIGHUP, for logrotate) and flushes on
 //! shutdown. When the queue is full or a write fails (full or broken disk), records
@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 
 use crate::config::{AccessLogConfig, LogTarget};
 use crate::observe::metrics::Metrics;
-use crate::observe::record::Record;
+use crate::observe::record::{Record, ip_text};
 
 /// Records queued for the writer at most (a few MB of lines).
 const QUEUE: usize = 16_384;
@@ -31,15 +31,25 @@ const TICK: Duration = Duration::from_millis(20);
 /// `user_agent` is cut to this many characters.
 const MAX_UA: usize = 256;
 const WARN_EVERY: Duration = Duration::from_secs(10);
+/// Queue bytes kept between batches at most (a burst can leave more).
+const SPARE_BYTES: usize = 1 << 20;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these leaves plain data behind; keep going.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Records waiting for the writer: their lines back to back, and where each ends.
+#[derive(Default)]
+struct Lines {
+    bytes: Vec<u8>,
+    /// The offset just past each line's newline.
+    ends: Vec<usize>,
+}
+
 /// What the request path and the writer share.
 struct Queue {
-    lines: Mutex<Vec<String>>,
+    lines: Mutex<Lines>,
     reopen: Mutex<Option<AccessLogConfig>>,
     /// Flush requests: `asked` is bumped by `flush`, `done` by the writer.
     asked: AtomicU64,
@@ -75,6 +85,16 @@ impl Drop for AccessLog {
 /// escaped), so a record is always exactly one line.
 fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
+    // Nearly always nothing needs escaping: copy the whole text at once. (0xE2
+    // starts U+2028 and U+2029, which are escaped, and other characters too.)
+    if !s
+        .bytes()
+        .any(|b| b < 0x20 || matches!(b, b'"' | b'\\' | 0x7f | 0xe2))
+    {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -99,6 +119,27 @@ fn push_opt_str(out: &mut String, s: Option<&str>) {
 }
 
 fn push_ts(out: &mut String, t: OffsetDateTime) {
+    if let Ok(year) = u16::try_from(t.year())
+        && year <= 9999
+    {
+        // The same text as the `write!` below, digit by digit.
+        let mut b = *b"\"0000-00-00T00:00:00.000Z\"";
+        let mut put = |at: usize, width: usize, mut v: u32| {
+            for i in (at..at + width).rev() {
+                b[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(1, 4, u32::from(year));
+        put(6, 2, u32::from(u8::from(t.month())));
+        put(9, 2, u32::from(t.day()));
+        put(12, 2, u32::from(t.hour()));
+        put(15, 2, u32::from(t.minute()));
+        put(18, 2, u32::from(t.second()));
+        put(21, 3, u32::from(t.millisecond()));
+        out.push_str(std::str::from_utf8(&b).unwrap_or_default());
+        return;
+    }
     let _ = write!(
         out,
         "\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z\"",
@@ -112,18 +153,53 @@ fn push_ts(out: &mut String, t: OffsetDateTime) {
     );
 }
 
+/// A duration in milliseconds, rounded to microseconds, as `f64`'s `Display` writes
+/// it: the shortest text that reads back as the same number, which for a whole
+/// number of thousandths is that number with its trailing zeros dropped (exact
+/// while the ulp is far below 0.001: below 10^12 µs, about 11 days).
+fn push_ms(o: &mut String, d: Duration) {
+    let us = (d.as_secs_f64() * 1000.0 * 1000.0).round();
+    if !(0.0..1e12).contains(&us) {
+        let _ = write!(o, "{}", us / 1000.0);
+        return;
+    }
+    let us = us as u64;
+    let _ = write!(o, "{}", us / 1000);
+    let frac = us % 1000;
+    if frac != 0 {
+        let digits = [
+            b'.',
+            b'0' + (frac / 100) as u8,
+            b'0' + (frac / 10 % 10) as u8,
+            b'0' + (frac % 10) as u8,
+        ];
+        // Trailing zeros dropped; `frac` is not 0, so a digit stays.
+        let mut keep = digits.len();
+        while digits[keep - 1] == b'0' {
+            keep -= 1;
+        }
+        o.push_str(std::str::from_utf8(&digits[..keep]).unwrap_or_default());
+    }
+}
+
 /// One record as a JSON line (with the trailing newline). Never the query string,
 /// the key or its hash: the record holds none of them.
 pub(crate) fn format_record(r: &Record) -> String {
     let mut o = String::with_capacity(320);
+    format_into(&mut o, r);
+    o
+}
+
+/// [`format_record`], appended to `o`.
+fn format_into(o: &mut String, r: &Record) {
     o.push_str("{\"ts\":");
-    push_ts(&mut o, r.ts);
+    push_ts(o, r.ts);
     o.push_str(",\"request_id\":");
-    push_json_str(&mut o, r.request_id.to_str().unwrap_or(""));
+    push_json_str(o, r.request_id.to_str().unwrap_or(""));
     o.push_str(",\"method\":");
-    push_json_str(&mut o, r.method.as_str());
+    push_json_str(o, r.method.as_str());
     o.push_str(",\"path\":");
-    push_json_str(&mut o, &r.path);
+    push_json_str(o, &r.path);
     let _ = write!(
         o,
         ",\"status\":{},\"decision\":\"{}\"",
@@ -131,19 +207,22 @@ pub(crate) fn format_record(r: &Record) -> String {
         r.decision.as_str()
     );
     o.push_str(",\"reason\":");
-    push_opt_str(&mut o, r.reason);
+    push_opt_str(o, r.reason);
     o.push_str(",\"key_id\":");
-    push_opt_str(&mut o, r.key.as_ref().map(|k| k.id.as_str()));
+    push_opt_str(o, r.key.as_ref().map(|k| k.id.as_str()));
     o.push_str(",\"key_name\":");
-    push_opt_str(&mut o, r.key.as_ref().map(|k| &*k.name));
+    push_opt_str(o, r.key.as_ref().map(|k| &*k.name));
     o.push_str(",\"category\":");
-    push_opt_str(&mut o, r.category.as_deref());
-    let _ = write!(o, ",\"ip\":\"{}\"", r.ip);
-    let ms = |d: Duration| (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
-    let _ = write!(o, ",\"duration_ms\":{}", ms(r.duration));
+    push_opt_str(o, r.category.as_deref());
+    let mut ip = [0u8; 48];
+    o.push_str(",\"ip\":\"");
+    o.push_str(ip_text(r.ip, &mut ip));
+    o.push_str("\",\"duration_ms\":");
+    push_ms(o, r.duration);
     match r.upstream {
         Some(u) => {
-            let _ = write!(o, ",\"upstream_ms\":{}", ms(u));
+            o.push_str(",\"upstream_ms\":");
+            push_ms(o, u);
         }
         None => o.push_str(",\"upstream_ms\":null"),
     }
@@ -156,13 +235,16 @@ pub(crate) fn format_record(r: &Record) -> String {
     match &r.user_agent {
         Some(ua) => {
             let text = String::from_utf8_lossy(ua.as_bytes());
-            let cut: String = text.chars().take(MAX_UA).collect();
-            push_json_str(&mut o, &cut);
+            // The first MAX_UA characters, without copying them out.
+            let end = text
+                .char_indices()
+                .nth(MAX_UA)
+                .map_or(text.len(), |(i, _)| i);
+            push_json_str(o, &text[..end]);
         }
         None => o.push_str("null"),
     }
     o.push_str("}\n");
-    o
 }
 
 impl AccessLog {
@@ -170,7 +252,7 @@ impl AccessLog {
     pub(crate) fn start(cfg: &AccessLogConfig, metrics: Arc<Metrics>) -> io::Result<Self> {
         let sink = Sink::open(cfg.clone())?;
         let queue = Arc::new(Queue {
-            lines: Mutex::new(Vec::with_capacity(1024)),
+            lines: Mutex::new(Lines::default()),
             reopen: Mutex::new(None),
             asked: AtomicU64::new(0),
             done: Mutex::new(0),
@@ -206,14 +288,26 @@ impl AccessLog {
         }
     }
 
-    /// Queues a record; never blocks on I/O.
+    /// Queues a record; never blocks on I/O. The line is formatted into a buffer
+    /// the thread keeps, then copied onto the queue: no allocation per record.
     pub(crate) fn record(&self, r: &Record) {
-        let line = format_record(r);
-        let mut q = lock(&self.queue.lines);
-        if q.len() < QUEUE {
-            q.push(line);
-        } else {
-            drop(q);
+        thread_local! {
+            static LINE: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(512));
+        }
+        let queued = LINE.with(|line| {
+            let mut line = line.borrow_mut();
+            line.clear();
+            format_into(&mut line, r);
+            let mut q = lock(&self.queue.lines);
+            if q.ends.len() >= QUEUE {
+                return false;
+            }
+            q.bytes.extend_from_slice(line.as_bytes());
+            let end = q.bytes.len();
+            q.ends.push(end);
+            true
+        });
+        if !queued {
             self.metrics.access_log_dropped.inc();
             self.warn_dropped();
         }
@@ -375,9 +469,7 @@ impl Sink {
 }
 
 fn writer(mut sink: Sink, q: &Queue, metrics: &Metrics) {
-    let mut spare: Vec<String> = Vec::with_capacity(1024);
-    let mut batch: Vec<u8> = Vec::with_capacity(256 * 1024);
-    let mut ends: Vec<usize> = Vec::with_capacity(1024);
+    let mut spare = Lines::default();
     let mut last_warn: Option<Instant> = None;
     loop {
         let stopping = q.stop.load(Ordering::Acquire);
@@ -390,15 +482,16 @@ fn writer(mut sink: Sink, q: &Queue, metrics: &Metrics) {
         }
         // Take everything queued, leaving an empty vector in its place.
         std::mem::swap(&mut *lock(&q.lines), &mut spare);
-        if !spare.is_empty() {
-            let n = spare.len() as u64;
-            batch.clear();
-            ends.clear();
-            for l in spare.drain(..) {
-                batch.extend_from_slice(l.as_bytes());
-                ends.push(batch.len());
+        if !spare.ends.is_empty() {
+            let n = spare.ends.len() as u64;
+            let (written, error) = sink.write_batch(&spare.bytes, &spare.ends);
+            spare.bytes.clear();
+            spare.ends.clear();
+            // After a burst, do not keep megabytes around for good.
+            if spare.bytes.capacity() > SPARE_BYTES {
+                spare.bytes.shrink_to(SPARE_BYTES);
+                spare.ends.shrink_to(SPARE_BYTES / 256);
             }
-            let (written, error) = sink.write_batch(&batch, &ends);
             metrics.access_log_records.inc_by(written);
             match error {
                 None => {}
@@ -479,6 +572,26 @@ mod tests {
             ends.push(b.len());
         }
         (b, ends)
+    }
+
+    #[test]
+    fn milliseconds_are_written_as_f64_display_writes_them() {
+        let display =
+            |d: Duration| format!("{}", (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0);
+        let mut nanos: Vec<u64> = (0..300_000).map(|i| i * 997).collect();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            nanos.push(x % 2_000_000_000_000_000);
+        }
+        for n in nanos {
+            let d = Duration::from_nanos(n);
+            let mut o = String::new();
+            push_ms(&mut o, d);
+            assert_eq!(o, display(d), "{n} ns");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! (a deleted key's series are removed at the next scrape).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use http::Method;
 use prometheus::{
@@ -33,29 +33,84 @@ const DECISIONS: [Decision; 9] = [
     Decision::ClientClosed,
 ];
 
-/// The method label: the standard methods, else `other`.
-pub(crate) fn method_label(m: &Method) -> &'static str {
+/// The method labels (the standard methods, else `other`), in [`method_index`]
+/// order.
+const METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE", "other",
+];
+
+fn method_index(m: &Method) -> usize {
     match *m {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::OPTIONS => "OPTIONS",
-        Method::CONNECT => "CONNECT",
-        Method::TRACE => "TRACE",
-        _ => "other",
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::PATCH => 4,
+        Method::DELETE => 5,
+        Method::OPTIONS => 6,
+        Method::CONNECT => 7,
+        Method::TRACE => 8,
+        _ => 9,
     }
 }
 
-fn status_class(s: u16) -> &'static str {
+/// The status-class labels, in [`class_index`] order.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn class_index(s: u16) -> usize {
     match s {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+/// One category's `requests_total` handles, by decision, method and status class.
+type RequestHandles = [OnceLock<IntCounter>; DECISIONS.len() * METHODS.len() * CLASSES.len()];
+
+fn request_handles() -> Arc<RequestHandles> {
+    Arc::new(std::array::from_fn(|_| OnceLock::new()))
+}
+
+/// Handles on the per-request series, each made by a label lookup the first time
+/// it is used (so exactly the series that were used exist, as before) and then
+/// kept: a finished request costs no label hashing.
+struct Handles {
+    /// `requests_total` with `category="none"`.
+    uncategorised: Arc<RequestHandles>,
+    /// The same for each category name seen (a handful, from the config).
+    by_category: RwLock<Vec<(Arc<str>, Arc<RequestHandles>)>>,
+    /// `request_duration_seconds`, by decision.
+    duration: [OnceLock<Histogram>; DECISIONS.len()],
+}
+
+impl Handles {
+    fn new() -> Self {
+        Self {
+            uncategorised: request_handles(),
+            by_category: RwLock::new(Vec::new()),
+            duration: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    fn category(&self, name: &Arc<str>) -> Arc<RequestHandles> {
+        let find = |v: &[(Arc<str>, Arc<RequestHandles>)]| {
+            v.iter()
+                .find(|(n, _)| Arc::ptr_eq(n, name) || **n == **name)
+                .map(|(_, h)| h.clone())
+        };
+        if let Some(h) = find(&self.by_category.read().unwrap_or_else(|p| p.into_inner())) {
+            return h;
+        }
+        let mut w = self.by_category.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = find(&w) {
+            return h;
+        }
+        let h = request_handles();
+        w.push((name.clone(), h.clone()));
+        h
     }
 }
 
@@ -153,6 +208,7 @@ pub(crate) struct Metrics {
     exported_keys: Mutex<HashMap<String, String>>,
     /// `metrics.per_key_series` as of the last scrape (off: no per-key series).
     per_key_series: std::sync::atomic::AtomicBool,
+    handles: Handles,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -261,6 +317,7 @@ impl Metrics {
             ip_evicted_seen: std::sync::atomic::AtomicU64::new(0),
             exported_keys: Mutex::new(HashMap::new()),
             per_key_series: std::sync::atomic::AtomicBool::new(true),
+            handles: Handles::new(),
             registry,
         };
         let r = &m.registry;
@@ -316,18 +373,29 @@ impl Metrics {
     pub(crate) fn request_finished(&self, r: &Record) {
         self.inflight.dec();
         let decision = r.decision.as_str();
-        self.requests
-            .with_label_values(&[
-                decision,
-                method_label(&r.method),
-                // No category (unmatched, refused before routing): an empty value,
-                // which no category name can be.
-                r.category.as_deref().unwrap_or(""),
-                status_class(r.status),
-            ])
+        let (d, m, c) = (
+            r.decision as usize,
+            method_index(&r.method),
+            class_index(r.status),
+        );
+        let table = match &r.category {
+            Some(name) => self.handles.category(name),
+            None => self.handles.uncategorised.clone(),
+        };
+        table[(d * METHODS.len() + m) * CLASSES.len() + c]
+            .get_or_init(|| {
+                self.requests.with_label_values(&[
+                    decision,
+                    METHODS[m],
+                    // No category (unmatched, refused before routing): an empty
+                    // value, which no category name can be.
+                    r.category.as_deref().unwrap_or(""),
+                    CLASSES[c],
+                ])
+            })
             .inc();
-        self.request_duration
-            .with_label_values(&[decision])
+        self.handles.duration[d]
+            .get_or_init(|| self.request_duration.with_label_values(&[decision]))
             .observe(r.duration.as_secs_f64());
         if let Some(u) = r.upstream {
             self.upstream_duration.observe(u.as_secs_f64());

@@ -14,6 +14,43 @@ use tokio::sync::Notify;
 
 use crate::keys::store::KeyRecord;
 
+/// `ip` as text in `buf`, as `Display` writes it; IPv4 (the usual case) digit by
+/// digit, without the formatting machinery.
+pub(crate) fn ip_text(ip: IpAddr, buf: &mut [u8; 48]) -> &str {
+    use std::io::Write as _;
+    let n = match ip {
+        IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if o >= 100 {
+                    buf[n] = b'0' + o / 100;
+                    n += 1;
+                }
+                if o >= 10 {
+                    buf[n] = b'0' + o / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + o % 10;
+                n += 1;
+            }
+            n
+        }
+        // The longest IPv6 text is 45 bytes.
+        IpAddr::V6(v6) => {
+            let mut w = std::io::Cursor::new(&mut buf[..]);
+            match write!(w, "{v6}") {
+                Ok(()) => usize::try_from(w.position()).unwrap_or(0),
+                Err(_) => 0,
+            }
+        }
+    };
+    std::str::from_utf8(&buf[..n]).unwrap_or_default()
+}
+
 /// Shared between the request body and the pipeline.
 #[derive(Debug, Default)]
 pub(crate) struct ReqCounters {
@@ -229,5 +266,28 @@ impl Drop for Finish {
     fn drop(&mut self) {
         // Dropped before the response completed: the client went away.
         self.fire(false, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_text_is_display() {
+        let mut buf = [0u8; 48];
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.200.3.99",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:192.0.2.1",
+        ] {
+            let a: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(a, &mut buf), a.to_string());
+        }
     }
 }

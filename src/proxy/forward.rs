@@ -13,7 +13,7 @@ use ipnet::IpNet;
 
 use crate::config::{Config, KeyHeader};
 use crate::keys::store::KeyRecord;
-use crate::observe::record::ReqCounters;
+use crate::observe::record::{ReqCounters, ip_text};
 use crate::proxy::reject::Reject;
 use crate::proxy::request_body::ReqBody;
 use crate::proxy::requestid;
@@ -57,25 +57,59 @@ const X_KEYGATE_CATEGORY: HeaderName = HeaderName::from_static("x-keygate-catego
 /// Removes hop-by-hop headers and those named in `Connection`; `keep_upgrade` leaves
 /// `Connection: upgrade` and `Upgrade` in place (a WebSocket handshake, a `101`).
 pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    // Which of the listed names are present: one pass over the few names the map
+    // holds, instead of a hashed lookup for each of the ten.
+    let present = present_of(h, &HOP_BY_HOP);
+    if present == 0 {
+        // No `Connection` either (it is listed): nothing is named, nothing to keep.
+        return;
+    }
     let upgrade = keep_upgrade
         .then(|| h.get(header::UPGRADE).cloned())
         .flatten();
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
+    let mut connection = h.get_all(header::CONNECTION).iter();
+    let several = connection.next().is_some() && connection.next().is_some();
+    if several {
+        // Rare: more than one `Connection` line. Copy the names out first.
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
+    } else if let Some(v) = h.remove(header::CONNECTION)
+        && let Ok(v) = v.to_str()
+    {
+        // One line (the usual case): remove each named header by its text, which
+        // looks the name up without making a `HeaderName` (no allocation).
+        for n in v.split(',') {
+            h.remove(n.trim());
+        }
     }
-    for n in &HOP_BY_HOP {
-        h.remove(n);
-    }
+    remove_present(h, &HOP_BY_HOP, present);
     if let Some(u) = upgrade {
         h.insert(header::UPGRADE, u);
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// A bit for each name of `list` that `h` holds.
+fn present_of(h: &HeaderMap, list: &[HeaderName]) -> u32 {
+    h.keys()
+        .filter_map(|k| list.iter().position(|n| n == k))
+        .fold(0, |bits, i| bits | 1 << i)
+}
+
+/// Removes the names of `list` whose bit is set in `present`.
+fn remove_present(h: &mut HeaderMap, list: &[HeaderName], present: u32) {
+    for (i, n) in list.iter().enumerate() {
+        if present & 1 << i != 0 {
+            h.remove(n);
+        }
     }
 }
 
@@ -99,20 +133,36 @@ pub(crate) fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
 pub(crate) struct ClientAddr {
     /// The client IP keygate believes (the peer, or the rightmost untrusted address).
     pub(crate) ip: IpAddr,
+    /// The `X-Forwarded-For` value when the peer is a trusted proxy (its list, then
+    /// the peer); `None`: the peer alone, which is `ip`, written out only when a
+    /// request is forwarded.
+    chain: Option<HeaderValue>,
+}
+
+impl ClientAddr {
     /// The `X-Forwarded-For` value to send upstream.
-    pub(crate) forwarded_for: HeaderValue,
+    pub(crate) fn forwarded_for(&self) -> HeaderValue {
+        match &self.chain {
+            Some(v) => v.clone(),
+            None => ip_value(self.ip),
+        }
+    }
+}
+
+/// An address as a header value, written on the stack (no `String`).
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    let mut buf = [0u8; 48];
+    HeaderValue::from_str(ip_text(ip, &mut buf)).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 /// Works out the client address: the peer, unless the peer is a trusted proxy, then
 /// the rightmost address in `X-Forwarded-For` that is not trusted.
 pub(crate) fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> ClientAddr {
     let peer = peer.to_canonical();
-    let own =
-        || HeaderValue::from_str(&peer.to_string()).unwrap_or(HeaderValue::from_static("unknown"));
     if trusted.is_empty() || !trusted.iter().any(|n| n.contains(&peer)) {
         return ClientAddr {
             ip: peer,
-            forwarded_for: own(),
+            chain: None,
         };
     }
     let mut list: Vec<&str> = Vec::new();
@@ -140,13 +190,12 @@ pub(crate) fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) 
     joined.push_str(&peer.to_string());
     ClientAddr {
         ip,
-        forwarded_for: HeaderValue::from_str(&joined).unwrap_or_else(|_| own()),
+        chain: Some(HeaderValue::from_str(&joined).unwrap_or_else(|_| ip_value(peer))),
     }
 }
 
 /// What the pipeline decided, for the headers added upstream.
 pub(crate) struct Forward<'a> {
-    pub(crate) path: &'a str,
     pub(crate) key: Option<&'a KeyRecord>,
     pub(crate) category: Option<&'a str>,
     pub(crate) client: &'a ClientAddr,
@@ -158,22 +207,22 @@ pub(crate) struct Forward<'a> {
     pub(crate) websocket: bool,
 }
 
-/// Rewrites the request for the upstream (the header rules of docs/http.md).
+/// Rewrites the request for the upstream (the header rules of docs/http.md); `path`
+/// is the normalised path.
 pub(crate) fn rewrite_request(
     config: &Config,
     fwd: &Forward<'_>,
+    path: &str,
     req: Request<Incoming>,
     counters: Arc<ReqCounters>,
 ) -> Result<Request<ReqBody>, Reject> {
     let (mut parts, body) = req.into_parts();
-    let path_and_query = match parts.uri.query() {
-        Some(q) => PathAndQuery::try_from(format!("{}?{q}", fwd.path)),
-        None if fwd.path == parts.uri.path() => parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .map_or_else(|| PathAndQuery::try_from(fwd.path), Ok),
-        None => PathAndQuery::try_from(fwd.path),
+    // The path unchanged by normalisation: the client's own path and query are
+    // reused as they are (shared bytes, no copy).
+    let path_and_query = match (parts.uri.path_and_query(), parts.uri.query()) {
+        (Some(pq), _) if path == parts.uri.path() => Ok(pq.clone()),
+        (_, Some(q)) => PathAndQuery::try_from(format!("{path}?{q}")),
+        (_, None) => PathAndQuery::try_from(path),
     }
     .map_err(|_| Reject::BadPath(crate::proxy::hygiene::PathError::TargetForm))?;
     // HTTP/2 has no Host header: the upstream gets the client's :authority as Host.
@@ -193,20 +242,18 @@ pub(crate) fn rewrite_request(
 
     let h = &mut parts.headers;
     strip_hop_by_hop(h, fwd.websocket);
-    let odd: Vec<HeaderName> = h
-        .keys()
-        .filter(|n| {
-            let s = n.as_str();
-            s.contains('_') || s.starts_with("x-keygate-")
-        })
-        .cloned()
-        .collect();
-    for n in odd {
-        h.remove(n);
+    let odd = |n: &HeaderName| {
+        let s = n.as_str();
+        s.contains('_') || s.starts_with("x-keygate-")
+    };
+    // Usually there is none: look before copying names out.
+    if h.keys().any(odd) {
+        let names: Vec<HeaderName> = h.keys().filter(|n| odd(n)).cloned().collect();
+        for n in names {
+            h.remove(n);
+        }
     }
-    for n in &SPOOFABLE {
-        h.remove(n);
-    }
+    remove_present(h, &SPOOFABLE, present_of(h, &SPOOFABLE));
     if !config.auth.forward_key {
         for kh in &config.auth.headers {
             match kh {
@@ -229,7 +276,7 @@ pub(crate) fn rewrite_request(
     {
         h.insert(X_KEYGATE_CATEGORY, v);
     }
-    h.insert(X_FORWARDED_FOR, fwd.client.forwarded_for.clone());
+    h.insert(X_FORWARDED_FOR, fwd.client.forwarded_for());
     h.insert(
         X_FORWARDED_PROTO,
         HeaderValue::from_static(if fwd.tls { "https" } else { "http" }),
@@ -255,7 +302,7 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
         let a = client_addr("10.0.0.9".parse().unwrap(), &h, &[]);
         assert_eq!(a.ip.to_string(), "10.0.0.9");
-        assert_eq!(a.forwarded_for, "10.0.0.9");
+        assert_eq!(a.forwarded_for(), "10.0.0.9");
     }
 
     #[test]
@@ -268,7 +315,10 @@ mod tests {
         );
         let a = client_addr("10.0.0.9".parse().unwrap(), &h, &trusted);
         assert_eq!(a.ip.to_string(), "203.0.113.7");
-        assert_eq!(a.forwarded_for, "6.6.6.6, 203.0.113.7, 10.1.1.1, 10.0.0.9");
+        assert_eq!(
+            a.forwarded_for(),
+            "6.6.6.6, 203.0.113.7, 10.1.1.1, 10.0.0.9"
+        );
     }
 
     #[test]

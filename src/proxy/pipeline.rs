@@ -56,7 +56,9 @@ impl Service for Pipeline {
         conn: ConnInfo,
         req: Request<Incoming>,
     ) -> impl Future<Output = Response<ResBody>> + Send + use<> {
-        handle(self.snapshots.clone(), conn, req)
+        // Boxed: the request's state is large, and hyper moves the future it is
+        // given; a box moves as one pointer.
+        Box::pin(handle(self.snapshots.clone(), conn, req))
     }
 }
 
@@ -333,7 +335,8 @@ async fn run(
         category,
         bearer_key,
     } = facts;
-    fin.record.path.clone_from(&path);
+    // The one copy of the path: the record owns it, the rewrite borrows it.
+    fin.record.path = path;
     fin.record.key.clone_from(&key);
     fin.record.category.clone_from(&category);
     let (websocket, decision) = match pass? {
@@ -342,7 +345,6 @@ async fn run(
     };
     // 8. Forward.
     let fwd = Forward {
-        path: &path,
         key: key.as_deref(),
         category: category.as_deref(),
         client,
@@ -386,8 +388,9 @@ async fn send_upstream(
     let client_upgrade = fwd.websocket.then(|| hyper::upgrade::on(&mut req));
     let tunnel_key = fwd.key.map(|k| k.id.clone());
     let counters = Arc::new(ReqCounters::default());
+    let upstream_req =
+        forward::rewrite_request(cfg, &fwd, &fin.record.path, req, counters.clone())?;
     fin.counters = Some(counters.clone());
-    let upstream_req = forward::rewrite_request(cfg, &fwd, req, counters.clone())?;
     fin.upstream_started = Some(Instant::now());
     let mut res = match upstream::send(&snap.client, cfg, upstream_req, &counters).await {
         Ok(res) => res,
