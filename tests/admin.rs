@@ -292,6 +292,8 @@ async fn key_lifecycle_through_the_api() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.json()["rate_limit"].is_null(), "cleared: {}", r.body);
     assert!(r.json()["expires_at"].is_null(), "cleared: {}", r.body);
+    let r = patch(r#"{"name":null}"#);
+    assert_eq!(r.status, 400, "a null name is refused: {}", r.body);
     let r = patch(r#"{"colour":"red"}"#);
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("colour"), "names the field: {}", r.body);

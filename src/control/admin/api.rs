@@ -86,9 +86,10 @@ struct CreateBody {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PatchBody {
-    #[serde(default)]
+    // `null` is not a name or a map: refused, not read as "left out".
+    #[serde(default, deserialize_with = "present")]
     name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     permissions: Option<BTreeMap<String, String>>,
     #[serde(default, deserialize_with = "present")]
     rate_limit: Option<Option<KeyRateFile>>,
