@@ -126,8 +126,11 @@ fn links_resolve_inside_the_repository() {
                 Some((p, a)) => (p, Some(a)),
                 None => (target.as_str(), None),
             };
+            // `/x` is relative to the repository root (as code hosts render it).
             let resolved = if path.is_empty() {
                 root.join(&file)
+            } else if let Some(from_root) = path.strip_prefix('/') {
+                root.join(from_root)
             } else {
                 dir.join(path)
             };
