@@ -12,29 +12,13 @@ use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use keygate::Gateway;
 use keygate::record::Decision;
-use keygate::{Gateway, GatewayOptions};
 use support::*;
 
-/// Starts an in-process gateway in front of `upstream` with the standard keys.
+/// An in-process gateway in front of `upstream` with the standard keys.
 async fn gateway_at(upstream: SocketAddr, extra: &str) -> (TempDir, Gateway, Arc<Collect>) {
-    let dir = TempDir::new();
-    let kg = keygate::mint().unwrap().expose().to_string();
-    let cfg = dir.write(
-        "config.yaml",
-        &config_yaml(upstream, &format!("{ROUTES}{extra}")),
-    );
-    dir.write("keys.yaml", &keys_yaml(&kg));
-    let records = Arc::new(Collect::default());
-    let gw = Gateway::start(
-        &cfg,
-        GatewayOptions {
-            observer: records.clone(),
-            ..GatewayOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let (dir, gw, records, _) = start_gateway(upstream, extra).await;
     (dir, gw, records)
 }
 

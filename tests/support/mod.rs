@@ -368,6 +368,36 @@ pub const ROUTES: &str = r#"routes:
     jobs: ["/api/v1/jobs", "/api/v1/jobs/**"]
 "#;
 
+/// An in-process gateway with the standard keys in front of `upstream` (any
+/// listener: a test's raw upstream too); `extra` is YAML appended to the config
+/// (after the standard routes unless it has its own `routes:`). Returns the temp
+/// dir, the gateway, its records and the standard `kg_` key.
+pub async fn start_gateway(
+    upstream: SocketAddr,
+    extra: &str,
+) -> (TempDir, Gateway, Arc<Collect>, String) {
+    let dir = TempDir::new();
+    let kg_key = keygate::mint().unwrap().expose().to_string();
+    let mut yaml = String::new();
+    if !extra.contains("routes:") {
+        yaml.push_str(ROUTES);
+    }
+    yaml.push_str(extra);
+    let cfg = dir.write("config.yaml", &config_yaml(upstream, &yaml));
+    dir.write("keys.yaml", &keys_yaml(&kg_key));
+    let records = Arc::new(Collect::default());
+    let gateway = Gateway::start(
+        &cfg,
+        GatewayOptions {
+            observer: records.clone(),
+            ..GatewayOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    (dir, gateway, records, kg_key)
+}
+
 /// An in-process gateway in front of a real upstream.
 pub struct Harness {
     pub dir: TempDir,
@@ -395,25 +425,7 @@ impl Harness {
     }
 
     pub async fn start_at(upstream: Upstream, extra: &str) -> Self {
-        let dir = TempDir::new();
-        let kg_key = keygate::mint().unwrap().expose().to_string();
-        let mut yaml = String::new();
-        if !extra.contains("routes:") {
-            yaml.push_str(ROUTES);
-        }
-        yaml.push_str(extra);
-        let cfg = dir.write("config.yaml", &config_yaml(upstream.addr, &yaml));
-        dir.write("keys.yaml", &keys_yaml(&kg_key));
-        let records = Arc::new(Collect::default());
-        let gateway = Gateway::start(
-            &cfg,
-            GatewayOptions {
-                observer: records.clone(),
-                ..GatewayOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+        let (dir, gateway, records, kg_key) = start_gateway(upstream.addr, extra).await;
         Self {
             dir,
             upstream,
