@@ -371,6 +371,7 @@ impl Gateway {
             .load()
             .keys
             .get_str(id)?
+            .state
             .last_used
             .load(std::sync::atomic::Ordering::Relaxed);
         (ms > 0).then_some(ms)
@@ -428,7 +429,7 @@ async fn flush_last_used(snapshots: Snapshots) {
         let newest = snap
             .keys
             .iter()
-            .map(|k| k.last_used.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|k| k.state.last_used.load(std::sync::atomic::Ordering::Relaxed))
             .max()
             .unwrap_or(0);
         if newest != written {

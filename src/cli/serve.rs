@@ -7,10 +7,10 @@ use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::output;
-use crate::config::Config;
+use crate::config::{Config, LoadError};
 use crate::control::reload;
+use crate::control::source::KeysInput;
 use crate::gateway::{Gateway, GatewayOptions};
-use crate::keys::file::KeysFile;
 
 /// Runs the gateway until SIGTERM/SIGINT, reloading on SIGHUP.
 pub(crate) async fn serve(config_path: &Path) -> Result<(), String> {
@@ -61,9 +61,11 @@ fn options(config_path: &Path) -> Result<GatewayOptions, String> {
 pub(crate) fn check(config_path: &Path) -> Result<(), String> {
     let config = Config::load(config_path).map_err(|e| e.to_string())?;
     keys_file_exists(&config)?;
-    let keys = KeysFile::load(&config.keys_file).map_err(|e| e.to_string())?;
+    let keys = std::fs::read_to_string(&config.keys_file)
+        .map_err(|e| LoadError::unreadable(&config.keys_file, &e).to_string())?;
     let keys_path = config.keys_file.clone();
-    let snap = reload::build(Arc::new(config), &keys, None).map_err(|e| e.to_string())?;
+    let snap =
+        reload::build(Arc::new(config), KeysInput::Text(&keys), None).map_err(|e| e.to_string())?;
     output::line(&format!(
         "ok: {} ({}), {} ({}, API {})",
         config_path.display(),

@@ -14,9 +14,10 @@ use crate::config::Config;
 use crate::control::state_dir;
 use crate::keys::file::{KeyEntry, KeyRateFile, KeysFile};
 use crate::keys::seal::SealKey;
-use crate::keys::store::{KeySet, parse_time};
+use crate::keys::store::{KeyRecord, KeySet, parse_time};
 use crate::keys::write::{KeysWriter, WriteError};
 use crate::keys::{KeyHash, KeyId, Level, Secret, display_prefix, mint, validate_name};
+use crate::policy::Policy;
 
 /// A new key's settings.
 #[derive(Debug, Clone, Default)]
@@ -146,6 +147,35 @@ pub(crate) fn key_view(e: &KeyEntry, last_used_ms: Option<i64>) -> serde_json::V
         "revealable": e.revealable(),
         // cluster: the key's revision, for If-Match (cluster mode only).
         "revision": e.revision,
+    })
+}
+
+/// A key's view from the snapshot in force, the same fields as [`key_view`]: what
+/// the admin list and `GET /keys/{id}` show in single-node mode, so a page of keys
+/// reads no file. Times are shown in RFC 3339 (a date-only `expires_at` as written).
+pub(crate) fn record_view(k: &KeyRecord, policy: &Policy) -> serde_json::Value {
+    let rfc = |t: &OffsetDateTime| t.format(&Rfc3339).ok();
+    let last_used = k.state.last_used.load(std::sync::atomic::Ordering::Relaxed);
+    let v = &k.view;
+    let expires_at = k.expires_at.as_ref().and_then(|t| {
+        if v.expires_is_date {
+            Some(t.date().to_string())
+        } else {
+            rfc(t)
+        }
+    });
+    serde_json::json!({
+        "id": k.id.as_str(),
+        "name": &*k.name,
+        "key": k.masked(),
+        "prefix": v.prefix.as_deref(),
+        "permissions": k.permissions(policy),
+        "rate_limit": v.rate_limit,
+        "created_at": v.created_at.as_ref().and_then(rfc),
+        "expires_at": expires_at,
+        "last_used": (last_used > 0).then(|| state_dir::format_ms(last_used)),
+        "revealable": v.revealable,
+        "revision": v.revision,
     })
 }
 

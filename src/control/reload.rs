@@ -15,24 +15,27 @@ use crate::proxy::snapshot::{Publisher, Snapshot};
 use crate::proxy::upstream::client;
 use crate::ratelimit::IpLimiter;
 
-use super::source::KeySource;
+use super::source::{KeySource, KeysInput};
 use super::webhooks::Webhooks;
 
-/// Builds a snapshot from a config and a parsed keys file, carrying over from
+/// Builds a snapshot from a config and its keys, carrying over from
 /// `previous` what did not change (limiter state, last-used cells, the per-IP
 /// table, the upstream connection pool).
 pub(crate) fn build(
     config: Arc<Config>,
-    keys_file: &KeysFile,
+    keys: KeysInput<'_>,
     previous: Option<&Snapshot>,
 ) -> Result<Snapshot, LoadError> {
-    let keys = KeySet::build(
+    let (path, policy, rate) = (
         &config.keys_file,
-        keys_file,
         &config.policy,
         &config.rate_limit.per_key,
-        previous.map(|p| &p.keys),
-    )?;
+    );
+    let prev_keys = previous.map(|p| &p.keys);
+    let keys = match keys {
+        KeysInput::Text(t) => KeySet::build_from_text(path, t, policy, rate, prev_keys)?.0,
+        KeysInput::Parsed(f) => KeySet::build(path, f, policy, rate, prev_keys)?,
+    };
     let rl = &config.rate_limit;
     let ip_limiter = match previous {
         Some(p)
@@ -87,7 +90,7 @@ pub(crate) fn load(
         config.limits.max_connections = prev.config.limits.max_connections;
     }
     let loaded = KeySource::from_config(&config).load()?;
-    let mut snap = build(Arc::new(config), &loaded.file, previous)?;
+    let mut snap = build(Arc::new(config), loaded.keys.input(), previous)?;
     snap.keys_identity = loaded.version;
     snap.keys_digest = Some(loaded.digest);
     Ok((snap, notes))
@@ -193,7 +196,7 @@ impl Reloader {
     pub(crate) fn install_keys(&self, file: &KeysFile) -> Result<usize, LoadError> {
         let _one = self.one_at_a_time.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.publisher.current();
-        let result = build(old.config.clone(), file, Some(&old));
+        let result = build(old.config.clone(), KeysInput::Parsed(file), Some(&old));
         self.metrics.reload(ReloadWhat::Keys, result.is_ok());
         let snap = result?;
         let n = snap.keys.len();
@@ -209,7 +212,7 @@ impl Reloader {
         let result = self
             .source
             .load()
-            .and_then(|l| build(old.config.clone(), &l.file, Some(&old)).map(|s| (s, l)));
+            .and_then(|l| build(old.config.clone(), l.keys.input(), Some(&old)).map(|s| (s, l)));
         self.metrics.reload(ReloadWhat::Keys, result.is_ok());
         let (mut snap, loaded) = result?;
         snap.keys_identity = loaded.version;

@@ -24,10 +24,34 @@ pub(crate) enum KeySource {
     },
 }
 
+/// Keys as a source gives them: keys.yaml text (built entry by entry, see
+/// [`crate::keys::store::KeySet::build_from_text`]) or an already parsed set.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum KeysInput<'a> {
+    Text(&'a str),
+    Parsed(&'a KeysFile),
+}
+
+/// What [`KeySource::load`] read.
+#[derive(Debug)]
+pub(crate) enum Read {
+    Text(String),
+    Parsed(KeysFile),
+}
+
+impl Read {
+    pub(crate) fn input(&self) -> KeysInput<'_> {
+        match self {
+            Self::Text(t) => KeysInput::Text(t),
+            Self::Parsed(f) => KeysInput::Parsed(f),
+        }
+    }
+}
+
 /// A set of keys read from a source, with the version it was read at.
 #[derive(Debug)]
 pub(crate) struct Loaded {
-    pub(crate) file: KeysFile,
+    pub(crate) keys: Read,
     /// Taken before reading, so a change racing the read is seen as a new version.
     pub(crate) version: Option<Identity>,
     /// SHA-256 of the content read: catches a change no timestamp shows (a
@@ -67,7 +91,7 @@ impl KeySource {
                 name,
             } => match super::cluster::source::read(state_dir, name) {
                 Some(last_good) => Ok(Loaded {
-                    file: last_good.file,
+                    keys: Read::Parsed(last_good.file),
                     version: None,
                     digest: [0; 32],
                 }),
@@ -78,9 +102,9 @@ impl KeySource {
                 let text =
                     std::fs::read_to_string(path).map_err(|e| LoadError::unreadable(path, &e))?;
                 let digest = Sha256::digest(text.as_bytes()).into();
-                let file = KeysFile::parse(path, &text)?;
+                crate::keys::file::refuse_blank(path, &text)?;
                 Ok(Loaded {
-                    file,
+                    keys: Read::Text(text),
                     version,
                     digest,
                 })

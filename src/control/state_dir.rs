@@ -60,7 +60,7 @@ pub(crate) fn read_last_used(state_dir: &Path) -> HashMap<String, i64> {
 pub(crate) fn seed_last_used(set: &KeySet, times: &HashMap<String, i64>) {
     for k in set.iter() {
         if let Some(&ms) = times.get(k.id.as_str()) {
-            k.last_used.fetch_max(ms, Ordering::Relaxed);
+            k.state.last_used.fetch_max(ms, Ordering::Relaxed);
         }
     }
 }
@@ -77,7 +77,7 @@ pub(crate) fn write_last_used(state_dir: &Path, set: &KeySet) -> Result<(), Writ
     let map: BTreeMap<&str, String> = set
         .iter()
         .filter_map(|k| {
-            let ms = k.last_used.load(Ordering::Relaxed);
+            let ms = k.state.last_used.load(Ordering::Relaxed);
             (ms > 0).then(|| (k.id.as_str(), format_ms(ms)))
         })
         .collect();

@@ -110,24 +110,203 @@ impl KeysFile {
     }
 
     pub(crate) fn parse(path: &Path, text: &str) -> Result<Self, LoadError> {
-        // An empty file is far more likely a failed write or a bad mount than an
-        // intent to revoke every key: refuse it (fail safe: the last good keys stay).
-        let blank = text.lines().all(|l| {
-            let l = l.trim();
-            l.is_empty() || l.starts_with('#')
-        });
-        if blank {
-            return Err(LoadError::new(
-                path,
-                "the keys file is empty; to have no keys, write `keys: []`",
-            ));
+        refuse_blank(path, text)?;
+        if let Some(split) = Split::of(text) {
+            let mut keys = Vec::with_capacity(split.items.len());
+            if let Ok(mut file) = split.each(|_, e| {
+                keys.push(e);
+                Ok::<(), ()>(())
+            }) {
+                file.keys = keys;
+                return Ok(file);
+            }
         }
+        Self::parse_whole(path, text)
+    }
+
+    /// The whole document at once: the reference reading (and the one whose errors
+    /// name the field and line), but the YAML parser holds every event of the
+    /// document meanwhile — a few hundred MB for 100,000 keys.
+    pub(crate) fn parse_whole(path: &Path, text: &str) -> Result<Self, LoadError> {
+        refuse_blank(path, text)?;
         let mut file: Self = parse_yaml(path, text)?;
         file.entry_positions = entry_positions(text);
         if file.entry_positions.len() != file.keys.len() {
             file.entry_positions.clear();
         }
         Ok(file)
+    }
+}
+
+/// An empty file is far more likely a failed write or a bad mount than an intent to
+/// revoke every key: refuse it (fail safe: the last good keys stay).
+pub(crate) fn refuse_blank(path: &Path, text: &str) -> Result<(), LoadError> {
+    let blank = text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#')
+    });
+    if blank {
+        return Err(LoadError::new(
+            path,
+            "the keys file is empty; to have no keys, write `keys: []`",
+        ));
+    }
+    Ok(())
+}
+
+/// Entries parsed per YAML document when a keys file is read piecewise: large
+/// enough to amortise the parser's set-up, small enough that its event buffer
+/// stays well under a megabyte.
+const ENTRIES_PER_PIECE: usize = 256;
+
+/// keys.yaml cut into pieces that parse alone: the top-level fields (the `keys:`
+/// block blanked out) and runs of the block list's items.
+///
+/// YAML's block structure is indentation: the text from one `- ` at the list's
+/// column to the next is exactly one item, so each run parses to the items the
+/// whole document holds. What could make a piece mean something else makes it
+/// fail instead (an alias to an anchor in another piece, a construct spanning a
+/// cut), and any failure sends the caller back to [`KeysFile::parse_whole`], so the
+/// pieces are only ever a cheaper route to the same answer. Layouts not cut at all:
+/// a flow list (`keys: [...]`), more than one `keys:`, directives and document
+/// markers.
+pub(crate) struct Split<'a> {
+    text: &'a str,
+    /// The document without the `keys:` block, lines kept (for error positions).
+    header: String,
+    /// Byte range of each item.
+    pub(crate) items: Vec<std::ops::Range<usize>>,
+    /// Line and column of each item.
+    positions: Vec<(usize, usize)>,
+}
+
+/// The top-level fields of keys.yaml (what [`Split`]'s header holds).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Header {
+    #[serde(default = "yes")]
+    api_enabled: bool,
+    #[serde(default)]
+    revision: Option<u64>,
+}
+
+impl<'a> Split<'a> {
+    pub(crate) fn of(text: &'a str) -> Option<Self> {
+        let mut header = String::with_capacity(1024);
+        let mut items: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut positions = Vec::new();
+        let mut keys_lines = 0;
+        let mut in_keys = false;
+        let mut indent: Option<usize> = None;
+        let mut offset = 0;
+        for (n, line) in text.split_inclusive('\n').enumerate() {
+            let start = offset;
+            offset += line.len();
+            let content = line.trim_end_matches(['\n', '\r']);
+            let trimmed = content.trim_start();
+            let col = content.len() - trimmed.len();
+            if col == 0
+                && (trimmed.starts_with('%')
+                    || trimmed.starts_with("---")
+                    || trimmed.starts_with("..."))
+            {
+                return None;
+            }
+            let top_level = col == 0
+                && !trimmed.is_empty()
+                && !trimmed.starts_with('#')
+                && !trimmed.starts_with('-');
+            if top_level {
+                in_keys = false;
+                if let Some(rest) = trimmed.strip_prefix("keys:") {
+                    let rest = rest.trim_start();
+                    if !(rest.is_empty() || rest.starts_with('#')) {
+                        return None; // `keys: [...]`, `keys: []`: read whole
+                    }
+                    keys_lines += 1;
+                    in_keys = true;
+                    header.push('\n');
+                    continue;
+                }
+            }
+            if in_keys {
+                if (trimmed == "-" || trimmed.starts_with("- ")) && indent.is_none_or(|i| i == col)
+                {
+                    indent = Some(col);
+                    if let Some(last) = items.last_mut() {
+                        last.end = start;
+                    }
+                    items.push(start..offset);
+                    positions.push((n + 1, col + 1));
+                } else if let Some(last) = items.last_mut() {
+                    last.end = offset;
+                } else if !(trimmed.is_empty() || trimmed.starts_with('#')) {
+                    return None; // something between `keys:` and its first item
+                }
+                header.push('\n');
+            } else {
+                header.push_str(content);
+                header.push('\n');
+            }
+        }
+        (keys_lines == 1).then_some(Self {
+            text,
+            header,
+            items,
+            positions,
+        })
+    }
+
+    /// Line and column of each item.
+    pub(crate) fn positions(&self) -> &[(usize, usize)] {
+        &self.positions
+    }
+
+    /// Parses the header, then each item in order, handing it to `each` with its
+    /// index. `Err(None)` means a piece did not parse alone (read the whole file
+    /// instead); `Err(Some(e))` is `each`'s error. Once `each` has failed, the rest
+    /// is still parsed, so a syntax error anywhere wins as it would in a whole read.
+    pub(crate) fn each<E>(
+        &self,
+        mut each: impl FnMut(usize, KeyEntry) -> Result<(), E>,
+    ) -> Result<KeysFile, Option<E>> {
+        let header: Header = if self.header.trim().is_empty() {
+            Header {
+                api_enabled: true,
+                revision: None,
+            }
+        } else {
+            serde_yaml::from_str(&self.header).map_err(|_| None)?
+        };
+        let mut failed = None;
+        let mut i = 0;
+        for run in self.items.chunks(ENTRIES_PER_PIECE) {
+            let (Some(first), Some(last)) = (run.first(), run.last()) else {
+                continue;
+            };
+            let piece = &self.text[first.start..last.end];
+            let entries: Vec<KeyEntry> = serde_yaml::from_str(piece).map_err(|_| None)?;
+            if entries.len() != run.len() {
+                return Err(None);
+            }
+            for e in entries {
+                if failed.is_none()
+                    && let Err(err) = each(i, e)
+                {
+                    failed = Some(err);
+                }
+                i += 1;
+            }
+        }
+        if let Some(e) = failed {
+            return Err(Some(e));
+        }
+        Ok(KeysFile {
+            api_enabled: header.api_enabled,
+            keys: Vec::new(),
+            revision: header.revision,
+            entry_positions: self.positions.clone(),
+        })
     }
 }
 
@@ -153,4 +332,84 @@ fn entry_positions(text: &str) -> Vec<(usize, usize)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn whole(t: &str) -> String {
+        format!(
+            "{:?}",
+            KeysFile::parse_whole(Path::new("k"), t).map(|f| (f.api_enabled, f.revision, f.keys))
+        )
+    }
+
+    fn piecewise(t: &str) -> Option<String> {
+        let split = Split::of(t)?;
+        let mut keys = Vec::new();
+        let f = split
+            .each(|_, e| {
+                keys.push(e);
+                Ok::<(), ()>(())
+            })
+            .ok()?;
+        Some(format!(
+            "{:?}",
+            Ok::<_, LoadError>((f.api_enabled, f.revision, keys))
+        ))
+    }
+
+    #[test]
+    fn pieces_read_as_the_whole_document() {
+        let mut many = String::from("# keys\napi_enabled: false\nkeys:\n");
+        for i in 0..600 {
+            many.push_str(&format!(
+                "- id: k{i}\n  # a comment\n  name: \"N {i}\"\n  sha256: {:064x}\n  permissions: {{jobs: read}}\n\n",
+                i
+            ));
+        }
+        many.push_str("revision: 7\n");
+        for t in [
+            many.as_str(),
+            "keys:\n  - id: a\n    name: A\n    secret: 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'\n",
+            "keys:\n-\n  id: a\n  name: |-\n    two\n    lines\n  sha256: x\r\n",
+            "revision: 3\nkeys: # the list\n- {id: a, name: A}\n- id: b\n  name: B\n",
+        ] {
+            assert_eq!(piecewise(t).as_deref(), Some(whole(t).as_str()), "{t}");
+        }
+    }
+
+    #[test]
+    fn layouts_not_cut_or_failing_pieces_are_read_whole() {
+        // Not cut at all.
+        for t in [
+            "keys: []\n",
+            "keys: [{id: a, name: A}]\n",
+            "%YAML 1.2\n---\nkeys:\n- id: a\n",
+            "keys:\n- id: a\nkeys:\n- id: b\n",
+        ] {
+            assert!(Split::of(t).is_none(), "{t}");
+        }
+        // Cut, but a piece does not parse alone: the caller reads the whole.
+        let mut alias = String::from("keys:\n- &k {id: a, name: A}\n");
+        for i in 0..ENTRIES_PER_PIECE {
+            alias.push_str(&format!("- {{id: b{i}, name: B{i}}}\n"));
+        }
+        alias.push_str("- *k\n");
+        let alias = alias.as_str();
+        assert!(piecewise(alias).is_none());
+        let tab = "keys:\n- id: a\n  name: A\n-\tid: b\n";
+        assert!(piecewise(tab).is_none() || piecewise(tab).as_deref() == Some(whole(tab).as_str()));
+        // Through `parse`, the answer is always the whole document's.
+        for t in [alias, tab, "api_enabled: nope\nkeys:\n- id: a\n  name: A\n"] {
+            assert_eq!(
+                format!(
+                    "{:?}",
+                    KeysFile::parse(Path::new("k"), t).map(|f| (f.api_enabled, f.revision, f.keys))
+                ),
+                whole(t)
+            );
+        }
+    }
 }

@@ -5,16 +5,17 @@
 //! that still exist, so a reload keeps rate-limit state (when the rate is unchanged)
 //! and last-used times; removed keys' state is dropped with the old set.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicI64;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use http::HeaderValue;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::file::KeysFile;
+use super::file::{KeyEntry, KeyRateFile, KeysFile, Split, refuse_blank};
 use super::{KeyHash, KeyId, Level, validate_name, validate_operator_secret};
 use crate::config::LoadError;
 use crate::policy::{CategoryId, Policy};
@@ -28,24 +29,128 @@ pub(crate) struct KeyRecord {
     /// `X-Keygate-Key-Name` value (non-ASCII percent-encoded), made once.
     pub(crate) name_header: HeaderValue,
     pub(crate) id_header: HeaderValue,
-    /// Level per category index.
-    levels: Box<[Level]>,
+    /// Level per category index, with [`NAMED`] set where the keys file names the
+    /// category (the others took the `"*"` level).
+    levels: Box<[u8]>,
     /// The `"*"` level: for categories not named, and unmatched paths with
     /// `routes.unmatched: allow_any_key`.
     pub(crate) star: Level,
+    /// Does the file name `"*"`?
+    star_named: bool,
     pub(crate) expires_at: Option<OffsetDateTime>,
     pub(crate) rate: Rate,
     pub(crate) limiter: Arc<KeyLimiter>,
+    /// Last used and request counts: carried over by reloads while the key exists.
+    pub(crate) state: Arc<KeyState>,
+    /// What the admin API shows of the key, kept so that listing keys reads no file.
+    pub(crate) view: KeyView,
+}
+
+/// What a key's requests leave behind.
+#[derive(Debug, Default)]
+pub(crate) struct KeyState {
     /// Unix milliseconds of the last request with this key (0 = never).
-    pub(crate) last_used: Arc<AtomicI64>,
+    pub(crate) last_used: AtomicI64,
+    /// Requests by decision index (`keygate_key_requests_total`), made at the
+    /// key's first request: a key never used costs one pointer.
+    requests: OnceLock<Box<[AtomicU64]>>,
+}
+
+impl KeyState {
+    /// Counts a request with decision index `decision` of `of` decisions.
+    pub(crate) fn count(&self, decision: usize, of: usize) {
+        let counts = self
+            .requests
+            .get_or_init(|| (0..of).map(|_| AtomicU64::new(0)).collect());
+        if let Some(c) = counts.get(decision) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The count by decision index; empty before the first request.
+    pub(crate) fn counts(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.requests
+            .get()
+            .into_iter()
+            .flat_map(|c| c.iter().map(|a| a.load(Ordering::Relaxed)).enumerate())
+    }
+}
+
+/// Marks a category named in the file's permissions (bit 7 of a level byte).
+const NAMED: u8 = 0x80;
+
+fn level_of(b: u8) -> Level {
+    match b & !NAMED {
+        2 => Level::Write,
+        1 => Level::Read,
+        _ => Level::None,
+    }
+}
+
+fn level_byte(l: Level) -> u8 {
+    match l {
+        Level::None => 0,
+        Level::Read => 1,
+        Level::Write => 2,
+    }
+}
+
+/// The parts of a key only the admin API and console show.
+#[derive(Debug, Default)]
+pub(crate) struct KeyView {
+    /// Display prefix of a key keygate made (`kg_3Xb8`).
+    pub(crate) prefix: Option<Box<str>>,
+    pub(crate) created_at: Option<OffsetDateTime>,
+    /// `expires_at` was written as a date (`2027-01-01`).
+    pub(crate) expires_is_date: bool,
+    pub(crate) rate_limit: Option<KeyRateFile>,
+    /// Operator-supplied or sealed: the full value can be shown again.
+    pub(crate) revealable: bool,
+    /// Cluster mode: the key's revision (for If-Match).
+    pub(crate) revision: Option<u64>,
 }
 
 impl KeyRecord {
     pub(crate) fn level(&self, category: CategoryId) -> Level {
         self.levels
             .get(usize::from(category.0))
-            .copied()
-            .unwrap_or(Level::None)
+            .map_or(Level::None, |b| level_of(*b))
+    }
+
+    /// The permissions as the keys file writes them: the categories it names, and
+    /// `"*"` if named.
+    pub(crate) fn permissions(&self, policy: &Policy) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (i, b) in self.levels.iter().enumerate() {
+            if b & NAMED != 0 {
+                let name = policy.category_name(CategoryId(i as u16));
+                out.insert(name.to_string(), level_of(*b).as_str().to_string());
+            }
+        }
+        if self.star_named {
+            out.insert("*".to_string(), self.star.as_str().to_string());
+        }
+        out
+    }
+
+    /// Is what key events show of the two the same (name, effective levels, rate,
+    /// expiry)? Both must come from configs with the same categories.
+    pub(crate) fn same_view(&self, other: &KeyRecord) -> bool {
+        self.name == other.name
+            && self.star == other.star
+            && self.rate == other.rate
+            && self.expires_at == other.expires_at
+            && self.levels.len() == other.levels.len()
+            && self
+                .levels
+                .iter()
+                .zip(other.levels.iter())
+                .all(|(a, b)| level_of(*a) == level_of(*b))
+    }
+
+    /// The masked form shown in lists (see [`KeyEntry::masked`]).
+    pub(crate) fn masked(&self) -> String {
+        super::masked(self.view.prefix.as_deref().unwrap_or(""))
     }
 
     pub(crate) fn is_expired(&self, now: OffsetDateTime) -> bool {
@@ -76,8 +181,176 @@ type DigestMap<V> = HashMap<KeyHash, V, std::hash::BuildHasherDefault<DigestHash
 #[derive(Debug, Default)]
 pub(crate) struct KeySet {
     by_hash: DigestMap<Arc<KeyRecord>>,
-    by_id: HashMap<KeyId, Arc<KeyRecord>>,
+    /// Every key in id order: lookup by id (binary search) and the admin list's
+    /// pages (a cursor is an id).
+    by_id: Vec<Arc<KeyRecord>>,
     pub(crate) api_enabled: bool,
+}
+
+/// Builds a [`KeySet`] one entry at a time, validating as it goes, so a large file
+/// never needs all of its parsed entries at once.
+pub(crate) struct Builder<'a> {
+    path: &'a Path,
+    policy: &'a Policy,
+    default_rate: &'a Rate,
+    previous: Option<&'a KeySet>,
+    positions: &'a [(usize, usize)],
+    set: KeySet,
+    /// Ids so far (the set's own list is sorted only at the end).
+    ids: HashSet<KeyId>,
+    /// Lower-cased names, for the "unique ignoring case" rule.
+    names: HashMap<Box<str>, usize>,
+}
+
+impl<'a> Builder<'a> {
+    pub(crate) fn new(
+        path: &'a Path,
+        policy: &'a Policy,
+        default_rate: &'a Rate,
+        previous: Option<&'a KeySet>,
+        capacity: usize,
+    ) -> Self {
+        let mut by_hash = DigestMap::default();
+        by_hash.reserve(capacity);
+        Self {
+            path,
+            policy,
+            default_rate,
+            previous,
+            positions: &[],
+            set: KeySet {
+                by_hash,
+                by_id: Vec::with_capacity(capacity),
+                api_enabled: true,
+            },
+            ids: HashSet::with_capacity(capacity),
+            names: HashMap::with_capacity(capacity),
+        }
+    }
+
+    /// Where each entry starts, for errors that name a line.
+    pub(crate) fn positions(&mut self, positions: &'a [(usize, usize)]) {
+        self.positions = positions;
+    }
+
+    /// Validates entry `i` and adds it.
+    pub(crate) fn add(&mut self, i: usize, e: &KeyEntry) -> Result<(), LoadError> {
+        let policy = self.policy;
+        let err = |m: String| LoadError {
+            file: self.path.to_path_buf(),
+            line: self.positions.get(i).copied(),
+            message: format!("keys[{i}] (id {}): {m}", e.id),
+            unreadable: false,
+        };
+        let id = KeyId::parse(&e.id).map_err(err)?;
+        if !self.ids.insert(id.clone()) {
+            return Err(err("id is used by an earlier key".into()));
+        }
+        validate_name(&e.name).map_err(|m| err(format!("name: {m}")))?;
+        if let Some(j) = self.names.insert(e.name.to_lowercase().into(), i) {
+            return Err(err(format!(
+                "name {:?} is already used by keys[{j}] (names are unique ignoring case)",
+                e.name
+            )));
+        }
+        let hash = match (&e.sha256, &e.secret) {
+            (Some(h), None) => KeyHash::from_hex(h.trim_start_matches("sha256:"))
+                .ok_or_else(|| err("sha256: must be 64 hexadecimal characters".into()))?,
+            (None, Some(s)) => {
+                validate_operator_secret(s).map_err(|m| err(format!("secret: {m}")))?;
+                KeyHash::of(s.as_bytes())
+            }
+            (Some(_), Some(_)) => {
+                return Err(err("give sha256 or secret, not both".into()));
+            }
+            (None, None) => return Err(err("needs sha256 or secret".into())),
+        };
+        if self.set.by_hash.contains_key(&hash) {
+            return Err(err("the same key value is used by an earlier key".into()));
+        }
+        let mut star = Level::None;
+        let mut star_named = false;
+        let mut named = vec![None; policy.category_count()];
+        for (cat, lvl) in &e.permissions {
+            let level = lvl
+                .parse::<Level>()
+                .map_err(|e| err(format!("permissions.{cat}: {e}")))?;
+            if cat == "*" {
+                star = level;
+                star_named = true;
+            } else {
+                let cid = policy.category_id(cat).ok_or_else(|| {
+                    let hint = policy
+                        .closest_category(cat)
+                        .map(|c| format!("; did you mean {c:?}?"))
+                        .unwrap_or_default();
+                    err(format!(
+                        "permissions.{cat}: unknown category ({} routes.categories has no {cat:?}{hint})",
+                        policy.config_name
+                    ))
+                })?;
+                named[usize::from(cid.0)] = Some(level);
+            }
+        }
+        // Categories not named take the "*" level.
+        let levels: Box<[u8]> = named
+            .iter()
+            .map(|n| n.map_or(level_byte(star), |l| level_byte(l) | NAMED))
+            .collect();
+        let rate = match &e.rate_limit {
+            Some(r) => Rate::from_parts(r.per_second, r.per_minute, r.burst)
+                .map_err(|m| err(format!("rate_limit: {m}")))?,
+            None => *self.default_rate,
+        };
+        let expires_at = e
+            .expires_at
+            .as_deref()
+            .map(|s| parse_time(s).map_err(|m| err(format!("expires_at: {m}"))))
+            .transpose()?;
+        let created_at = e
+            .created_at
+            .as_deref()
+            .map(|c| parse_time(c).map_err(|m| err(format!("created_at: {m}"))))
+            .transpose()?;
+        let prev = self.previous.and_then(|p| p.get(&id));
+        let limiter = match prev {
+            Some(p) if p.rate == rate => p.limiter.clone(),
+            _ => Arc::new(key_limiter(&rate)),
+        };
+        let state = prev.map(|p| p.state.clone()).unwrap_or_default();
+        let record = Arc::new(KeyRecord {
+            name_header: name_header(&e.name),
+            id_header: HeaderValue::from_str(id.as_str())
+                .map_err(|_| err("id is not a valid header value".into()))?,
+            id,
+            name: e.name.as_str().into(),
+            levels,
+            star,
+            star_named,
+            expires_at,
+            rate,
+            limiter,
+            state,
+            view: KeyView {
+                prefix: e.prefix.as_deref().map(Into::into),
+                created_at,
+                expires_is_date: e.expires_at.as_deref().is_some_and(is_date),
+                rate_limit: e.rate_limit,
+                revealable: e.revealable(),
+                revision: e.revision,
+            },
+        });
+        self.set.by_hash.insert(hash, record.clone());
+        self.set.by_id.push(record);
+        Ok(())
+    }
+
+    /// The set, once every entry is in.
+    pub(crate) fn finish(mut self, api_enabled: bool) -> Result<KeySet, LoadError> {
+        self.set.api_enabled = api_enabled;
+        self.set.by_id.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        Ok(self.set)
+    }
 }
 
 impl KeySet {
@@ -89,112 +362,36 @@ impl KeySet {
         default_rate: &Rate,
         previous: Option<&KeySet>,
     ) -> Result<Self, LoadError> {
-        let mut set = KeySet {
-            by_hash: DigestMap::default(),
-            by_id: HashMap::with_capacity(file.keys.len()),
-            api_enabled: file.api_enabled,
-        };
-        let mut names: HashMap<String, usize> = HashMap::with_capacity(file.keys.len());
+        let mut b = Builder::new(path, policy, default_rate, previous, file.keys.len());
+        b.positions(&file.entry_positions);
         for (i, e) in file.keys.iter().enumerate() {
-            let err = |m: String| LoadError {
-                file: path.to_path_buf(),
-                line: file.entry_positions.get(i).copied(),
-                message: format!("keys[{i}] (id {}): {m}", e.id),
-                unreadable: false,
-            };
-            let id = KeyId::parse(&e.id).map_err(err)?;
-            if set.by_id.contains_key(&id) {
-                return Err(err("id is used by an earlier key".into()));
-            }
-            validate_name(&e.name).map_err(|m| err(format!("name: {m}")))?;
-            if let Some(j) = names.insert(e.name.to_lowercase(), i) {
-                return Err(err(format!(
-                    "name {:?} is already used by keys[{j}] (names are unique ignoring case)",
-                    e.name
-                )));
-            }
-            let hash = match (&e.sha256, &e.secret) {
-                (Some(h), None) => KeyHash::from_hex(h.trim_start_matches("sha256:"))
-                    .ok_or_else(|| err("sha256: must be 64 hexadecimal characters".into()))?,
-                (None, Some(s)) => {
-                    validate_operator_secret(s).map_err(|m| err(format!("secret: {m}")))?;
-                    KeyHash::of(s.as_bytes())
-                }
-                (Some(_), Some(_)) => {
-                    return Err(err("give sha256 or secret, not both".into()));
-                }
-                (None, None) => return Err(err("needs sha256 or secret".into())),
-            };
-            if set.by_hash.contains_key(&hash) {
-                return Err(err("the same key value is used by an earlier key".into()));
-            }
-            let mut levels = vec![Level::None; policy.category_count()];
-            let mut star = Level::None;
-            for (cat, lvl) in &e.permissions {
-                let level = lvl
-                    .parse::<Level>()
-                    .map_err(|e| err(format!("permissions.{cat}: {e}")))?;
-                if cat == "*" {
-                    star = level;
-                } else {
-                    let cid = policy.category_id(cat).ok_or_else(|| {
-                        let hint = policy
-                            .closest_category(cat)
-                            .map(|c| format!("; did you mean {c:?}?"))
-                            .unwrap_or_default();
-                        err(format!(
-                            "permissions.{cat}: unknown category ({} routes.categories has no {cat:?}{hint})",
-                            policy.config_name
-                        ))
-                    })?;
-                    levels[usize::from(cid.0)] = level;
-                }
-            }
-            // Categories not named take the "*" level.
-            for (idx, l) in levels.iter_mut().enumerate() {
-                let named = policy.category_name(CategoryId(idx as u16)).as_ref();
-                if !e.permissions.contains_key(named) {
-                    *l = star;
-                }
-            }
-            let rate = match &e.rate_limit {
-                Some(r) => Rate::from_parts(r.per_second, r.per_minute, r.burst)
-                    .map_err(|m| err(format!("rate_limit: {m}")))?,
-                None => *default_rate,
-            };
-            let expires_at = e
-                .expires_at
-                .as_deref()
-                .map(|s| parse_time(s).map_err(|m| err(format!("expires_at: {m}"))))
-                .transpose()?;
-            if let Some(c) = e.created_at.as_deref() {
-                parse_time(c).map_err(|m| err(format!("created_at: {m}")))?;
-            }
-            let prev = previous.and_then(|p| p.by_id.get(&id));
-            let limiter = match prev {
-                Some(p) if p.rate == rate => p.limiter.clone(),
-                _ => Arc::new(key_limiter(&rate)),
-            };
-            let last_used = prev
-                .map(|p| p.last_used.clone())
-                .unwrap_or_else(|| Arc::new(AtomicI64::new(0)));
-            let record = Arc::new(KeyRecord {
-                name_header: name_header(&e.name),
-                id_header: HeaderValue::from_str(id.as_str())
-                    .map_err(|_| err("id is not a valid header value".into()))?,
-                id: id.clone(),
-                name: e.name.as_str().into(),
-                levels: levels.into_boxed_slice(),
-                star,
-                expires_at,
-                rate,
-                limiter,
-                last_used,
-            });
-            set.by_hash.insert(hash, record.clone());
-            set.by_id.insert(id, record);
+            b.add(i, e)?;
         }
-        Ok(set)
+        b.finish(file.api_enabled)
+    }
+
+    /// Parses keys.yaml text and builds the set, entry by entry where the file's
+    /// layout allows ([`Split`]): the parsed entries are never all held at once.
+    pub(crate) fn build_from_text(
+        path: &Path,
+        text: &str,
+        policy: &Policy,
+        default_rate: &Rate,
+        previous: Option<&KeySet>,
+    ) -> Result<(Self, Option<u64>), LoadError> {
+        refuse_blank(path, text)?;
+        if let Some(split) = Split::of(text) {
+            let mut b = Builder::new(path, policy, default_rate, previous, split.items.len());
+            let positions = split.positions();
+            b.positions(positions);
+            match split.each(|i, e| b.add(i, &e)) {
+                Ok(header) => return b.finish(header.api_enabled).map(|s| (s, header.revision)),
+                Err(Some(e)) => return Err(e),
+                Err(None) => {} // read whole, below
+            }
+        }
+        let file = KeysFile::parse_whole(path, text)?;
+        Self::build(path, &file, policy, default_rate, previous).map(|s| (s, file.revision))
     }
 
     pub(crate) fn lookup(&self, hash: &KeyHash) -> Option<&Arc<KeyRecord>> {
@@ -202,20 +399,34 @@ impl KeySet {
     }
 
     pub(crate) fn get(&self, id: &KeyId) -> Option<&Arc<KeyRecord>> {
-        self.by_id.get(id)
+        self.get_str(id.as_str())
     }
 
     pub(crate) fn get_str(&self, id: &str) -> Option<&Arc<KeyRecord>> {
-        self.by_id.get(id)
+        self.by_id
+            .binary_search_by(|k| k.id.as_str().cmp(id))
+            .ok()
+            .map(|i| &self.by_id[i])
     }
 
     pub(crate) fn len(&self) -> usize {
         self.by_id.len()
     }
 
+    /// Every key, in id order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<KeyRecord>> {
-        self.by_id.values()
+        self.by_id.iter()
     }
+
+    /// The keys after id `after` (all when `None`), in id order.
+    pub(crate) fn iter_after(&self, after: Option<&str>) -> impl Iterator<Item = &Arc<KeyRecord>> {
+        let start = after.map_or(0, |a| self.by_id.partition_point(|k| k.id.as_str() <= a));
+        self.by_id[start..].iter()
+    }
+}
+
+fn is_date(s: &str) -> bool {
+    s.len() == 10 && !s.contains('T')
 }
 
 /// RFC 3339 time, or a plain date (`2027-01-01`, midnight UTC).

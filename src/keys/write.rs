@@ -119,6 +119,15 @@ impl KeysWriter {
 
 /// Writes `text` to `path` atomically (see the module docs).
 pub(crate) fn write_atomic(path: &Path, text: &str) -> Result<(), WriteError> {
+    write_atomic_with(path, |w| w.write_all(text.as_bytes()))
+}
+
+/// As [`write_atomic`], the content written by `fill` (through a buffer), so a
+/// large file need not be built in memory first.
+pub(crate) fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<(), WriteError> {
     // Follow a symlink to the file it names: that file is what gets replaced.
     let target = match fs::canonicalize(path) {
         Ok(p) => p,
@@ -146,7 +155,7 @@ pub(crate) fn write_atomic(path: &Path, text: &str) -> Result<(), WriteError> {
             .map(|b| format!("{b:02x}"))
             .collect::<String>()
     ));
-    let mut f = match OpenOptions::new()
+    let f = match OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
@@ -167,11 +176,15 @@ pub(crate) fn write_atomic(path: &Path, text: &str) -> Result<(), WriteError> {
     f.set_permissions(fs::Permissions::from_mode(mode))
         .map_err(io(&tmp))
         .map_err(cleanup)?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
+    let mut buf = std::io::BufWriter::with_capacity(64 * 1024, f);
+    fill(&mut buf)
+        .and_then(|()| {
+            buf.into_inner()
+                .map_err(std::io::IntoInnerError::into_error)
+        })
+        .and_then(|f| f.sync_all())
         .map_err(io(&tmp))
         .map_err(cleanup)?;
-    drop(f);
     if let Err(e) = fs::rename(&tmp, &target) {
         let _ = fs::remove_file(&tmp);
         return Err(if is_read_only(&e) {

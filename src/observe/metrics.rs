@@ -3,8 +3,7 @@
 //! from the config, decisions from an enum, key ids only for keys in the snapshot
 //! (a deleted key's series are removed at the next scrape).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use http::Method;
 use prometheus::{
@@ -186,8 +185,6 @@ pub(crate) struct Metrics {
     requests: IntCounterVec,
     request_duration: HistogramVec,
     upstream_duration: Histogram,
-    key_requests: IntCounterVec,
-    key_info: IntGaugeVec,
     rate_limited: IntCounterVec,
     keys_loaded: IntGauge,
     reloads: IntCounterVec,
@@ -204,10 +201,6 @@ pub(crate) struct Metrics {
     /// The per-IP table's eviction count at the last scrape (the counter grows by
     /// the difference; a new table after a reload starts from 0).
     ip_evicted_seen: std::sync::atomic::AtomicU64,
-    /// Key id → name of the `key_info` series exported, to remove stale ones.
-    exported_keys: Mutex<HashMap<String, String>>,
-    /// `metrics.per_key_series` as of the last scrape (off: no per-key series).
-    per_key_series: std::sync::atomic::AtomicBool,
     handles: Handles,
 }
 
@@ -253,14 +246,6 @@ impl Metrics {
                 )
                 .namespace("keygate")
                 .buckets(BUCKETS.to_vec()),
-            )?,
-            key_requests: IntCounterVec::new(
-                opts("key_requests_total", "Requests by key and decision"),
-                &["key_id", "decision"],
-            )?,
-            key_info: IntGaugeVec::new(
-                opts("key_info", "Keys loaded (always 1), by id and name"),
-                &["key_id", "key_name"],
             )?,
             rate_limited: IntCounterVec::new(
                 opts(
@@ -315,8 +300,6 @@ impl Metrics {
                 "Addresses evicted from the per-IP table (least recently used) at its size bound",
             ))?,
             ip_evicted_seen: std::sync::atomic::AtomicU64::new(0),
-            exported_keys: Mutex::new(HashMap::new()),
-            per_key_series: std::sync::atomic::AtomicBool::new(true),
             handles: Handles::new(),
             registry,
         };
@@ -325,8 +308,6 @@ impl Metrics {
         r.register(Box::new(m.requests.clone()))?;
         r.register(Box::new(m.request_duration.clone()))?;
         r.register(Box::new(m.upstream_duration.clone()))?;
-        r.register(Box::new(m.key_requests.clone()))?;
-        r.register(Box::new(m.key_info.clone()))?;
         r.register(Box::new(m.rate_limited.clone()))?;
         r.register(Box::new(m.keys_loaded.clone()))?;
         r.register(Box::new(m.reloads.clone()))?;
@@ -400,14 +381,9 @@ impl Metrics {
         if let Some(u) = r.upstream {
             self.upstream_duration.observe(u.as_secs_f64());
         }
-        if let Some(k) = &r.key
-            && self
-                .per_key_series
-                .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            self.key_requests
-                .with_label_values(&[k.id.as_str(), decision])
-                .inc();
+        if let Some(k) = &r.key {
+            // Kept with the key (no label lookup); rendered by `render`.
+            k.state.count(d, DECISIONS.len());
         }
         if r.decision == Decision::RateLimited {
             let scope = if r.key.is_some() { "key" } else { "ip" };
@@ -435,42 +411,10 @@ impl Metrics {
         }
     }
 
-    /// Brings the per-key series in line with the keys in force: `key_info` for each,
-    /// and no series at all for keys that are gone.
-    /// With `per_key` off (`metrics.per_key_series: false`) there are none.
-    pub(crate) fn sync_keys(&self, keys: &KeySet, per_key: bool) {
+    /// The gauges that follow the keys in force.
+    pub(crate) fn sync_keys(&self, keys: &KeySet) {
         self.keys_loaded.set(keys.len() as i64);
         self.api_enabled.set(i64::from(keys.api_enabled));
-        let mut exported = self.exported_keys.lock().unwrap_or_else(|p| p.into_inner());
-        self.per_key_series
-            .store(per_key, std::sync::atomic::Ordering::Relaxed);
-        if !per_key {
-            self.key_info.reset();
-            self.key_requests.reset();
-            exported.clear();
-            return;
-        }
-        exported.retain(|id, name| {
-            let current = keys.get_str(id).map(|k| &*k.name);
-            if current == Some(name.as_str()) {
-                return true;
-            }
-            let _ = self.key_info.remove_label_values(&[id, name]);
-            if current.is_none() {
-                for d in DECISIONS {
-                    let _ = self.key_requests.remove_label_values(&[id, d.as_str()]);
-                }
-            }
-            false
-        });
-        for k in keys.iter() {
-            if !exported.contains_key(k.id.as_str()) {
-                self.key_info
-                    .with_label_values(&[k.id.as_str(), &k.name])
-                    .set(1);
-                exported.insert(k.id.as_str().to_string(), k.name.to_string());
-            }
-        }
     }
 
     /// The text exposition.
@@ -483,7 +427,7 @@ impl Metrics {
     ) -> Vec<u8> {
         use prometheus::Encoder;
         use std::sync::atomic::Ordering;
-        self.sync_keys(keys, per_key);
+        self.sync_keys(keys);
         self.ip_tracked
             .set(i64::try_from(ip_tracked).unwrap_or(i64::MAX));
         let seen = self.ip_evicted_seen.swap(ip_evicted, Ordering::Relaxed);
@@ -496,6 +440,66 @@ impl Metrics {
         if let Err(e) = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::warn!(error = %e, "metrics encoding failed");
         }
+        if per_key {
+            render_per_key(&mut out, keys);
+        }
         out
+    }
+}
+
+/// `keygate_key_info` and `keygate_key_requests_total`, written from the keys in
+/// force rather than kept as registry series: 100,000 keys cost no per-series
+/// objects, a deleted key's series go with it, and counting a request is one
+/// atomic add on the key.
+fn render_per_key(out: &mut Vec<u8>, keys: &KeySet) {
+    use std::io::Write;
+    out.reserve(keys.len() * 64);
+    if keys.len() > 0 {
+        out.extend_from_slice(
+            b"# HELP keygate_key_info Keys loaded (always 1), by id and name\n\
+              # TYPE keygate_key_info gauge\n",
+        );
+    }
+    for k in keys.iter() {
+        out.extend_from_slice(b"keygate_key_info{key_id=\"");
+        label_value(out, k.id.as_str());
+        out.extend_from_slice(b"\",key_name=\"");
+        label_value(out, &k.name);
+        out.extend_from_slice(b"\"} 1\n");
+    }
+    let mut header = false;
+    for k in keys.iter() {
+        for (d, n) in k.state.counts() {
+            if n == 0 {
+                continue;
+            }
+            if !header {
+                header = true;
+                out.extend_from_slice(
+                    b"# HELP keygate_key_requests_total Requests by key and decision\n\
+                      # TYPE keygate_key_requests_total counter\n",
+                );
+            }
+            // Label names in order, as the registry writes them.
+            let _ = write!(
+                out,
+                "keygate_key_requests_total{{decision=\"{}\",key_id=\"",
+                DECISIONS[d].as_str()
+            );
+            label_value(out, k.id.as_str());
+            let _ = writeln!(out, "\"}} {n}");
+        }
+    }
+}
+
+/// A label value in the text format: `\`, `"` and line feeds escaped.
+fn label_value(out: &mut Vec<u8>, v: &str) {
+    for b in v.bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            _ => out.push(b),
+        }
     }
 }

@@ -249,7 +249,7 @@ impl Finish {
             && !k.is_expired(r.ts)
         {
             let ms = (r.ts.unix_timestamp_nanos() / 1_000_000) as i64;
-            k.last_used.fetch_max(ms, Ordering::Relaxed);
+            k.state.last_used.fetch_max(ms, Ordering::Relaxed);
         }
         self.observer.finished(&self.record);
     }

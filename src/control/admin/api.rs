@@ -16,7 +16,9 @@ use serde_json::{Value, json};
 use super::Admin;
 use super::logs::{percent_decode, query_map};
 use super::reply::{ApiError, ApiResult, bad, blocking, json_response};
-use crate::control::manage::{KeyEdit, Manager, NewKey, RevealError, key_view, parse_expiry};
+use crate::control::manage::{
+    KeyEdit, Manager, NewKey, RevealError, key_view, parse_expiry, record_view,
+};
 use crate::keys::Level;
 use crate::keys::file::{KeyEntry, KeyRateFile};
 use crate::observe::body::ResBody;
@@ -65,7 +67,7 @@ fn key_json(admin: &Admin, e: &KeyEntry) -> Value {
         .load()
         .keys
         .get_str(&e.id)
-        .map(|k| k.last_used.load(std::sync::atomic::Ordering::Relaxed));
+        .map(|k| k.state.last_used.load(std::sync::atomic::Ordering::Relaxed));
     key_view(e, last_used)
 }
 
@@ -333,9 +335,40 @@ async fn list_keys(admin: &Arc<Admin>, peer: IpAddr, q: &BTreeMap<String, String
     };
     let after = q.get("after").cloned();
     let needle = q.get("q").map(|s| s.to_lowercase());
+    let matches = |name: &str| {
+        needle
+            .as_deref()
+            .is_none_or(|n| name.to_lowercase().contains(n))
+    };
+    // Single-node: the page comes from the snapshot in force (admin writes are in
+    // it before they are answered), so listing reads and parses no file and its
+    // memory is one page's.
+    if admin.cluster.is_none() {
+        let snap = admin.snapshots.load();
+        let mut page = snap
+            .keys
+            .iter_after(after.as_deref())
+            .filter(|k| matches(&k.name));
+        let keys: Vec<Value> = page
+            .by_ref()
+            .take(limit)
+            .map(|k| record_view(k, &snap.config.policy))
+            .collect();
+        let next_after = if page.next().is_some() {
+            keys.last()
+                .and_then(|k| k["id"].as_str())
+                .map(str::to_string)
+        } else {
+            None
+        };
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({ "keys": keys, "next_after": next_after }),
+        ));
+    }
     let m = manager(admin, peer)?;
-    // One parse of the keys file at a time: with 100,000 keys a parse holds a few
-    // hundred MB for a moment, and concurrent page loads must not multiply that.
+    // Cluster mode: the cluster's keys. One read at a time, so concurrent page
+    // loads do not multiply its memory.
     let _one = admin.list_parse.acquire().await.map_err(|_| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -348,11 +381,7 @@ async fn list_keys(admin: &Arc<Admin>, peer: IpAddr, q: &BTreeMap<String, String
         .keys
         .iter()
         .filter(|k| after.as_deref().is_none_or(|a| k.id.as_str() > a))
-        .filter(|k| {
-            needle
-                .as_deref()
-                .is_none_or(|n| k.name.to_lowercase().contains(n))
-        })
+        .filter(|k| matches(&k.name))
         .collect();
     page.sort_unstable_by(|a, b| a.id.cmp(&b.id));
     let more = page.len() > limit;
@@ -385,6 +414,23 @@ async fn status(admin: &Arc<Admin>, peer: IpAddr) -> ApiResult {
 }
 
 async fn get_key(admin: &Arc<Admin>, peer: IpAddr, id: &str) -> ApiResult {
+    if admin.cluster.is_none() {
+        let snap = admin.snapshots.load();
+        // By id, else by name ignoring case (as the CLI's selectors).
+        let key = snap.keys.get_str(id).or_else(|| {
+            let lower = id.to_lowercase();
+            snap.keys.iter().find(|k| k.name.to_lowercase() == lower)
+        });
+        return match key {
+            Some(k) => Ok(json_response(
+                StatusCode::OK,
+                &record_view(k, &snap.config.policy),
+            )),
+            None => Err(ApiError::from(crate::keys::write::WriteError::NotFound(
+                id.to_string(),
+            ))),
+        };
+    }
     let m = manager(admin, peer)?;
     let id = id.to_string();
     let e = blocking(move || m.get(&id).map_err(ApiError::from)).await?;

@@ -27,7 +27,7 @@ pub(crate) async fn run(c: Arc<Cluster>, shared: Arc<Reloader>) {
             .keys
             .iter()
             .filter_map(|k| {
-                let ms = k.last_used.load(Ordering::Relaxed);
+                let ms = k.state.last_used.load(Ordering::Relaxed);
                 (ms > 0 && pushed.get(k.id.as_str()).is_none_or(|p| *p < ms))
                     .then(|| (ms, k.id.as_str().to_string()))
             })
@@ -61,7 +61,7 @@ pub(crate) async fn run(c: Arc<Cluster>, shared: Arc<Reloader>) {
         if let Ok(all) = all {
             for (id, ms) in all {
                 if let Some(k) = snap.keys.get_str(&id) {
-                    k.last_used.fetch_max(ms, Ordering::Relaxed);
+                    k.state.last_used.fetch_max(ms, Ordering::Relaxed);
                 }
             }
         }

@@ -224,26 +224,7 @@ pub(crate) fn diff(
     for (id, k) in &new.keys {
         match old.keys.get(id) {
             None => out.push(Event::new("key.created", view_data(k, &actor_of(Some(id))))),
-            Some(o) => {
-                let mut changed = Vec::new();
-                if o.name != k.name {
-                    changed.push("name");
-                }
-                if o.permissions != k.permissions {
-                    changed.push("permissions");
-                }
-                if o.rate != k.rate {
-                    changed.push("rate_limit");
-                }
-                if o.expires_at != k.expires_at {
-                    changed.push("expires_at");
-                }
-                if !changed.is_empty() {
-                    let mut data = view_data(k, &actor_of(Some(id)));
-                    data["changed"] = json!(changed);
-                    out.push(Event::new("key.updated", data));
-                }
-            }
+            Some(o) => updated(o, k, actor_of, &mut out),
         }
     }
     for (id, k) in &old.keys {
@@ -251,15 +232,131 @@ pub(crate) fn diff(
             out.push(Event::new("key.deleted", view_data(k, &actor_of(Some(id)))));
         }
     }
-    if old.api_enabled != new.api_enabled {
-        let kind = if new.api_enabled {
-            "api.enabled"
-        } else {
-            "api.disabled"
+    switch(old.api_enabled, new.api_enabled, actor_of, &mut out);
+    out
+}
+
+/// As [`diff`], straight from two snapshots' key sets (both in id order): no copy
+/// of either set is made, and only a changed key is turned into a [`KeyView`].
+pub(crate) fn diff_sets(
+    (old, old_policy): (&KeySet, &Policy),
+    (new, new_policy): (&KeySet, &Policy),
+    actor_of: &dyn Fn(Option<&str>) -> String,
+) -> Vec<Event> {
+    let same_categories = old_policy.category_count() == new_policy.category_count()
+        && (0..old_policy.category_count()).all(|i| {
+            old_policy.category_name(CategoryId(i as u16))
+                == new_policy.category_name(CategoryId(i as u16))
+        });
+    let mut out = Vec::new();
+    let mut gone = Vec::new();
+    let (mut o, mut n) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        let order = match (o.peek(), n.peek()) {
+            (None, None) => break,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(a), Some(b)) => a.id.cmp(&b.id),
         };
+        match order {
+            std::cmp::Ordering::Less => {
+                let Some(a) = o.next() else { break };
+                let v = KeyView::of(a, old_policy);
+                gone.push(Event::new(
+                    "key.deleted",
+                    view_data(&v, &actor_of(Some(&v.id))),
+                ));
+            }
+            std::cmp::Ordering::Greater => {
+                let Some(b) = n.next() else { break };
+                let v = KeyView::of(b, new_policy);
+                out.push(Event::new(
+                    "key.created",
+                    view_data(&v, &actor_of(Some(&v.id))),
+                ));
+            }
+            std::cmp::Ordering::Equal => {
+                let (Some(a), Some(b)) = (o.next(), n.next()) else {
+                    break;
+                };
+                if !(same_categories && a.same_view(b)) {
+                    let (va, vb) = (KeyView::of(a, old_policy), KeyView::of(b, new_policy));
+                    updated(&va, &vb, actor_of, &mut out);
+                }
+            }
+        }
+    }
+    out.append(&mut gone);
+    switch(old.api_enabled, new.api_enabled, actor_of, &mut out);
+    out
+}
+
+/// `key.updated` when what events show of the key changed.
+fn updated(
+    o: &KeyView,
+    k: &KeyView,
+    actor_of: &dyn Fn(Option<&str>) -> String,
+    out: &mut Vec<Event>,
+) {
+    let mut changed = Vec::new();
+    if o.name != k.name {
+        changed.push("name");
+    }
+    if o.permissions != k.permissions {
+        changed.push("permissions");
+    }
+    if o.rate != k.rate {
+        changed.push("rate_limit");
+    }
+    if o.expires_at != k.expires_at {
+        changed.push("expires_at");
+    }
+    if !changed.is_empty() {
+        let mut data = view_data(k, &actor_of(Some(&k.id)));
+        data["changed"] = json!(changed);
+        out.push(Event::new("key.updated", data));
+    }
+}
+
+fn switch(old: bool, new: bool, actor_of: &dyn Fn(Option<&str>) -> String, out: &mut Vec<Event>) {
+    if old != new {
+        let kind = if new { "api.enabled" } else { "api.disabled" };
         out.push(Event::new(kind, json!({ "actor": actor_of(None) })));
     }
-    out
+}
+
+/// Writes what [`KeysSeen`] holds for `set`, one key at a time (no copy of the set).
+pub(crate) fn write_seen(
+    w: &mut dyn std::io::Write,
+    set: &KeySet,
+    policy: &Policy,
+    generation: u64,
+    epoch: &str,
+) -> std::io::Result<()> {
+    struct Keys<'a>(&'a KeySet, &'a Policy);
+    impl Serialize for Keys<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_map(
+                self.0
+                    .iter()
+                    .map(|k| (k.id.as_str(), KeyView::of(k, self.1))),
+            )
+        }
+    }
+    #[derive(Serialize)]
+    struct Seen<'a> {
+        api_enabled: bool,
+        keys: Keys<'a>,
+        generation: u64,
+        epoch: &'a str,
+    }
+    let seen = Seen {
+        api_enabled: set.api_enabled,
+        keys: Keys(set, policy),
+        generation,
+        epoch,
+    };
+    serde_json::to_writer(w, &seen).map_err(std::io::Error::other)
 }
 
 /// Who made the latest change to `key_id` (or the API switch, for `None`) in the

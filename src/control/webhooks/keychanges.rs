@@ -9,26 +9,36 @@ use std::sync::atomic::Ordering;
 
 use super::Webhooks;
 use super::events;
+use crate::proxy::snapshot::Snapshot;
+
+/// A snapshot replaced another: queues the events of the change and remembers
+/// the keys now in force. Compares the two key sets in place (100,000 keys cost
+/// no copy of either).
+pub(crate) fn snapshots_changed(w: &Webhooks, old: &Snapshot, new: &Snapshot) {
+    let state_dir = w.state_dir.clone();
+    let actor = |id: Option<&str>| events::actor_from_audit(&state_dir, id);
+    let events = events::diff_sets(
+        (&old.keys, &old.config.policy),
+        (&new.keys, &new.config.policy),
+        &actor,
+    );
+    send(w, events, new);
+}
 
 /// Queues the events of a change of keys and remembers the keys now in force.
 /// Event ids come from the change's generation (see [`events::stable_id`]), so a
 /// change sent again after a crash keeps its ids.
-pub(crate) fn keys_changed(w: &Webhooks, before: &events::KeysSeen, after: &events::KeysSeen) {
-    if before == after {
+fn send(w: &Webhooks, events: Vec<events::Event>, now: &Snapshot) {
+    if events.is_empty() {
         return;
     }
     let generation = w.keys_generation.load(Ordering::Relaxed) + 1;
-    let state_dir = w.state_dir.clone();
-    let actor = |id: Option<&str>| events::actor_from_audit(&state_dir, id);
-    for (i, mut e) in events::diff(before, after, &actor).into_iter().enumerate() {
+    for (i, mut e) in events.into_iter().enumerate() {
         e.id = events::stable_id(epoch(w), generation, i, &e.kind);
         w.fan_out(&e, None);
     }
     w.keys_generation.store(generation, Ordering::Relaxed);
-    let mut seen = after.clone();
-    seen.generation = generation;
-    seen.epoch = epoch(w).to_string();
-    save_keys_seen(w, &seen);
+    save_keys_seen(w, now, generation);
 }
 
 /// This state's epoch (made once if the file had none).
@@ -40,10 +50,13 @@ fn keys_seen_path(w: &Webhooks) -> PathBuf {
     w.store.dir().join("keys_seen.json")
 }
 
-fn save_keys_seen(w: &Webhooks, seen: &events::KeysSeen) {
+fn save_keys_seen(w: &Webhooks, now: &Snapshot, generation: u64) {
     let path = keys_seen_path(w);
-    let text = serde_json::to_string(seen).unwrap_or_default();
-    if let Err(e) = crate::keys::write::write_atomic(&path, &text) {
+    let (set, policy) = (&now.keys, &now.config.policy);
+    let written = crate::keys::write::write_atomic_with(&path, |out| {
+        events::write_seen(out, set, policy, generation, epoch(w))
+    });
+    if let Err(e) = written {
         tracing::warn!(file = %path.display(), error = %e, "cannot save the keys webhooks last saw");
     }
 }
@@ -53,7 +66,6 @@ fn save_keys_seen(w: &Webhooks, seen: &events::KeysSeen) {
 pub(crate) fn catch_up(w: &Webhooks) {
     let Some(shared) = w.shared() else { return };
     let snap = shared.load();
-    let now = events::KeysSeen::of(&snap.keys, &snap.config.policy);
     match fs::read_to_string(keys_seen_path(w))
         .ok()
         .and_then(|t| serde_json::from_str::<events::KeysSeen>(&t).ok())
@@ -66,12 +78,13 @@ pub(crate) fn catch_up(w: &Webhooks) {
             } else {
                 before.epoch.clone()
             });
-            keys_changed(w, &before, &now);
+            let now = events::KeysSeen::of(&snap.keys, &snap.config.policy);
+            let state_dir = w.state_dir.clone();
+            let actor = |id: Option<&str>| events::actor_from_audit(&state_dir, id);
+            let events = events::diff(&before, &now, &actor);
+            drop((before, now));
+            send(w, events, &snap);
         }
-        None => {
-            let mut now = now;
-            now.epoch = epoch(w).to_string();
-            save_keys_seen(w, &now);
-        }
+        None => save_keys_seen(w, &snap, 0),
     }
 }

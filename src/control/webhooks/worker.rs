@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use super::deliver::{Attempted, dispatch, finish};
 use super::events::{self, Event};
 use super::health::{Detector, Seen};
-use super::keychanges::{catch_up, keys_changed};
+use super::keychanges::{catch_up, snapshots_changed};
 use super::log::{LogEntry, log_path, read_log};
 use super::queue::{Delivery, DeliveryQueue, delivery_key};
 use super::store::Endpoint;
@@ -195,9 +195,7 @@ pub(crate) async fn run(
 fn handle_job(w: &Webhooks, job: Job, detector: &mut Detector) {
     match job {
         Job::Keys { old, new } => {
-            let before = events::KeysSeen::of(&old.keys, &old.config.policy);
-            let after = events::KeysSeen::of(&new.keys, &new.config.policy);
-            keys_changed(w, &before, &after);
+            snapshots_changed(w, &old, &new);
         }
         Job::Request(r) => {
             let shared = w.shared();
