@@ -983,6 +983,111 @@ async fn the_cli_manages_endpoints_and_the_gateway_follows() {
     .await;
 }
 
+/// `include_body`: write events to an endpoint that asked for it carry the
+/// response body (text, or base64 when it is not UTF-8), cut at 64 KiB with
+/// `body_truncated: true`; other endpoints get the same event without it, and the
+/// client gets the whole body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn include_body_puts_the_response_body_in_write_events() {
+    let rx = Receiver::start().await;
+    let g = start(PRIVATE_OK).await;
+    let r = g.admin(
+        "POST",
+        "/admin/v1/webhooks",
+        Some(json!({"url": rx.url("/with"), "events": ["jobs.*"], "include_body": true})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["include_body"], true);
+    g.endpoint(&rx.url("/plain"), &["jobs.created"]);
+    let k = g.admin(
+        "POST",
+        "/admin/v1/keys",
+        Some(json!({"name": "Body Writer", "permissions": {"jobs": "write"}})),
+    );
+    assert_eq!(k.status, 201, "{}", k.body);
+    let key = k.json()["key"].as_str().unwrap().to_string();
+    // A small JSON answer: the upstream's body as text.
+    let small = g.call("POST", "/api/v1/jobs", &key);
+    assert_eq!(small.status, 200);
+    // A large one (100 000 bytes, streamed): cut at 64 KiB for the event only.
+    let big = g.call("POST", "/api/v1/jobs/download/100000", &key);
+    assert_eq!(big.status, 200);
+    let xs = big.body.bytes().filter(|c| *c == b'x').count();
+    assert_eq!(xs, 100_000, "the client gets the whole body");
+    // A read is no event, a failed write neither.
+    assert_eq!(g.call("GET", "/api/v1/jobs", &key).status, 200);
+    assert_eq!(g.call("POST", "/api/v1/jobs/status/500", &key).status, 500);
+    wait_until("three write deliveries", Duration::from_secs(20), || {
+        rx.delivered().len() >= 3
+    })
+    .await;
+    tokio::time::sleep(QUIET).await;
+    let hits = rx.delivered();
+    let with: Vec<&Hit> = hits.iter().filter(|h| h.path == "/with").collect();
+    let plain: Vec<&Hit> = hits.iter().filter(|h| h.path == "/plain").collect();
+    assert_eq!(with.len(), 2, "{:?}", types(&hits));
+    assert_eq!(plain.len(), 2, "{:?}", types(&hits));
+    let of = |path: &str| {
+        with.iter()
+            .map(|h| h.json())
+            .find(|v| v["data"]["path"] == path)
+            .unwrap_or_else(|| panic!("no event for {path}"))
+    };
+    let s = of("/api/v1/jobs");
+    assert_eq!(s["type"], "jobs.created");
+    assert_eq!(s["data"]["body_encoding"], "utf8", "{s}");
+    let echoed: Value = serde_json::from_str(s["data"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(echoed, serde_json::from_str::<Value>(&small.body).unwrap());
+    assert!(s["data"].get("body_truncated").is_none(), "{s}");
+    let b = of("/api/v1/jobs/download/100000");
+    let text = b["data"]["body"].as_str().unwrap();
+    assert_eq!(text.len(), 64 * 1024);
+    assert!(text.bytes().all(|c| c == b'x'));
+    assert_eq!(b["data"]["body_truncated"], true);
+    // The endpoint without include_body got the same events (same ids), no body.
+    for p in &plain {
+        assert!(
+            p.json()["data"].get("body").is_none(),
+            "{}",
+            p.json()["data"]["path"]
+        );
+        assert!(with.iter().any(|w| w.id == p.id), "one event, one id");
+    }
+    // Switched off: the next write event has no body.
+    let r = g.admin(
+        "PATCH",
+        &format!("/admin/v1/webhooks/{}", with_id(&g, &rx)),
+        Some(json!({"include_body": false})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(g.call("PUT", "/api/v1/jobs/9", &key).status, 200);
+    wait_until("the update event", Duration::from_secs(20), || {
+        rx.delivered().iter().any(|h| h.kind() == "jobs.updated")
+    })
+    .await;
+    let u = rx
+        .delivered()
+        .into_iter()
+        .find(|h| h.kind() == "jobs.updated")
+        .unwrap()
+        .json();
+    assert!(u["data"].get("body").is_none(), "{u}");
+}
+
+/// The id of the endpoint whose URL ends in `/with`.
+fn with_id(g: &Gw, rx: &Receiver) -> String {
+    let list = g.admin("GET", "/admin/v1/webhooks", None).json();
+    list["webhooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["url"] == rx.url("/with"))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// Acceptance 1: an independent implementation — the `standardwebhooks` Python
 /// package — verifies every event type. `.ci/run` installs it and runs this.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

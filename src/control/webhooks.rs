@@ -40,7 +40,7 @@ pub(crate) mod target;
 pub(crate) mod worker;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::{Notify, mpsc, watch};
@@ -83,6 +83,12 @@ const INGEST: usize = 4096;
 /// Bits of [`Webhooks::wants`].
 const WANTS_HEALTH: u8 = 1;
 const WANTS_WRITES: u8 = 2;
+/// Some enabled endpoint with `include_body` subscribes to a write event.
+const WANTS_BODY: u8 = 4;
+
+/// Response bodies (of `include_body` write events) waiting in the hand-off to
+/// the worker at most; beyond it a body is left out (`body_truncated: true`).
+const BODY_BUDGET: usize = 8 * 1024 * 1024;
 
 /// The webhook subsystem of one gateway.
 pub(crate) struct Webhooks {
@@ -91,6 +97,11 @@ pub(crate) struct Webhooks {
     /// Which request events some enabled endpoint wants ([`WANTS_HEALTH`],
     /// [`WANTS_WRITES`]); 0 = the request path does nothing.
     wants: AtomicU8,
+    /// The event patterns of the enabled endpoints with `include_body`: which
+    /// write events need the response body.
+    body_patterns: arc_swap::ArcSwap<Vec<Vec<String>>>,
+    /// Bytes of response bodies handed to the worker and not yet taken.
+    pub(crate) body_bytes: AtomicUsize,
     ingest: mpsc::Sender<Job>,
     rx: Mutex<Option<mpsc::Receiver<Job>>>,
     pub(crate) inner: Mutex<worker::Inner>,
@@ -125,6 +136,8 @@ impl Webhooks {
             state_dir: cfg.state_dir.clone(),
             store,
             wants: AtomicU8::new(0),
+            body_patterns: arc_swap::ArcSwap::from_pointee(Vec::new()),
+            body_bytes: AtomicUsize::new(0),
             ingest,
             rx: Mutex::new(Some(rx)),
             inner: Mutex::new(worker::Inner::new(Box::new(queue))),
@@ -185,7 +198,12 @@ impl Webhooks {
             }
         };
         let mut wants = 0;
+        let mut body_patterns = Vec::new();
         for e in endpoints.iter().filter(|e| e.enabled) {
+            if e.include_body && e.events.iter().any(|p| wants_writes(p)) {
+                wants |= WANTS_BODY;
+                body_patterns.push(e.events.clone());
+            }
             if e.events.iter().any(|p| {
                 events::pattern_matches(p, "key.failing")
                     || events::pattern_matches(p, "key.recovered")
@@ -196,6 +214,7 @@ impl Webhooks {
                 wants |= WANTS_WRITES;
             }
         }
+        self.body_patterns.store(Arc::new(body_patterns));
         self.wants.store(wants, Ordering::Relaxed);
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.endpoints = endpoints;
@@ -226,7 +245,42 @@ impl Webhooks {
         if !(health || (wants & WANTS_WRITES != 0 && is_write)) {
             return;
         }
-        self.submit(Job::Request(Box::new(worker::RequestSeen::from_record(r))));
+        let mut seen = worker::RequestSeen::from_record(r);
+        if let Some(b) = &mut seen.body {
+            // Bounded: bodies waiting for the worker take at most BODY_BUDGET.
+            let n = b.bytes.len();
+            if self.body_bytes.fetch_add(n, Ordering::AcqRel) + n > BODY_BUDGET {
+                self.body_bytes.fetch_sub(n, Ordering::AcqRel);
+                b.bytes = bytes::Bytes::new();
+                b.truncated = true;
+            }
+        }
+        let taken = seen.body.as_ref().map_or(0, |b| b.bytes.len());
+        if self.ingest.try_send(Job::Request(Box::new(seen))).is_err() {
+            self.body_bytes.fetch_sub(taken, Ordering::AcqRel);
+            self.metrics.dropped.inc();
+        }
+    }
+
+    /// Does an enabled endpoint with `include_body` want this response's event?
+    /// One atomic load unless one does.
+    fn wants_body(&self, r: &Record) -> bool {
+        if self.wants.load(Ordering::Relaxed) & WANTS_BODY == 0 {
+            return false;
+        }
+        let Some(cat) = &r.category else {
+            return false;
+        };
+        if r.decision != Decision::Allowed {
+            return false;
+        }
+        let Some(kind) = events::write_kind(&r.method, r.status, cat) else {
+            return false;
+        };
+        self.body_patterns
+            .load()
+            .iter()
+            .any(|p| events::any_matches(p, &kind))
     }
 }
 
@@ -262,6 +316,9 @@ impl Observer for Tee {
     fn finished(&self, r: &Record) {
         self.first.finished(r);
         self.webhooks.finished(r);
+    }
+    fn wants_body(&self, r: &Record) -> bool {
+        self.webhooks.wants_body(r) || self.first.wants_body(r)
     }
 }
 

@@ -35,6 +35,8 @@ pub(crate) struct RequestSeen {
     pub(crate) seen: Seen,
     pub(crate) category: Option<Arc<str>>,
     pub(crate) request_id: String,
+    /// The response body's start, when an `include_body` endpoint wanted it.
+    pub(crate) body: Option<crate::observe::record::CapturedBody>,
 }
 
 impl RequestSeen {
@@ -54,6 +56,7 @@ impl RequestSeen {
             },
             category: r.category.clone(),
             request_id: r.request_id.to_str().unwrap_or("").to_string(),
+            body: r.body.clone(),
         }
     }
 }
@@ -84,22 +87,22 @@ impl Webhooks {
     pub(crate) fn fan_out(&self, event: &Event, only: Option<&str>) -> usize {
         let now = now_ms();
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let targets: Vec<String> = inner
+        let targets: Vec<(String, bool)> = inner
             .endpoints
             .iter()
             .filter(|e| match only {
                 Some(id) => e.id == id,
                 None => e.enabled && events::any_matches(&e.events, &event.kind),
             })
-            .map(|e| e.id.clone())
+            .map(|e| (e.id.clone(), e.include_body))
             .collect();
         let mut queued = 0;
-        for id in targets {
+        for (id, include_body) in targets {
             let d = Delivery {
                 endpoint_id: id,
                 event_id: event.id.clone(),
                 kind: event.kind.clone(),
-                body: event.body.clone(),
+                body: event.body_for(include_body).to_string(),
                 attempt: 0,
                 next_at: now,
                 created: now,
@@ -200,6 +203,10 @@ fn handle_job(w: &Webhooks, job: Job, detector: &mut Detector) {
             keys_changed(w, &before, &after);
         }
         Job::Request(r) => {
+            if let Some(b) = &r.body {
+                w.body_bytes
+                    .fetch_sub(b.bytes.len(), std::sync::atomic::Ordering::AcqRel);
+            }
             let shared = w.shared();
             let exists = |id: &str| {
                 shared
@@ -222,7 +229,16 @@ fn handle_job(w: &Webhooks, job: Job, detector: &mut Detector) {
                     "key": r.seen.key.as_ref().map(|(id, name)| json!({"id": id, "name": name})),
                     "request_id": r.request_id,
                 });
-                w.fan_out(&Event::new(&kind, data), None);
+                let mut event = Event::new(&kind, data.clone());
+                if let Some(b) = &r.body {
+                    let mut with = data;
+                    events::add_response_body(&mut with, &b.bytes, b.truncated);
+                    let mut full =
+                        serde_json::from_str::<serde_json::Value>(&event.body).unwrap_or_default();
+                    full["data"] = with;
+                    event.with_body = Some(full.to_string());
+                }
+                w.fan_out(&event, None);
             }
         }
     }
@@ -260,6 +276,7 @@ fn housekeeping(w: &Webhooks, expired: &mut Option<HashSet<String>>, detector: &
                     id: req.event_id,
                     kind: req.kind,
                     body: req.body,
+                    with_body: None,
                 };
                 w.fan_out(&event, Some(&req.endpoint_id));
             }
