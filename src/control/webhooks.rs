@@ -6,7 +6,9 @@
 //! - [`store`] — endpoints in `state_dir/webhooks/endpoints.json`, audited;
 //! - [`events`] — event types, patterns, payloads, and the key-change diff;
 //! - [`queue`] — the durable, bounded delivery queue behind a small trait (a
-//!   Redis-stream queue for cluster mode can be added beside the file one);
+//!   journal in `state_dir`, or in cluster mode a Redis stream with a consumer
+//!   group: [`cluster`], which also keeps the endpoints and logs in Redis and
+//!   sends key events once for the whole cluster);
 //! - [`worker`] — the one task that owns the queue: fans events out, delivers,
 //!   retries on `retry_schedule` (`deliver`: one attempt and its outcome),
 //!   disables endpoints failing too long;
@@ -26,7 +28,9 @@
 //! counted, never the request waiting).
 
 pub(crate) mod admin;
+pub(crate) mod cluster;
 mod deliver;
+pub(crate) mod endpoint;
 pub(crate) mod events;
 pub(crate) mod health;
 mod keychanges;
@@ -113,6 +117,8 @@ pub(crate) struct Webhooks {
     /// Changes of keys sent so far (see `keychanges`).
     pub(crate) keys_generation: std::sync::atomic::AtomicU64,
     pub(crate) keys_epoch: OnceLock<String>,
+    /// Cluster mode: the queue, endpoints and logs in Redis.
+    pub(crate) cluster: Option<Arc<cluster::Shared>>,
 }
 
 impl std::fmt::Debug for Webhooks {
@@ -127,8 +133,21 @@ impl Webhooks {
     /// Opens the queue and the endpoints in `state_dir` and registers the metrics.
     /// Call after the gateway took the state_dir lock.
     pub(crate) fn new(cfg: &Config, registry: &prometheus::Registry) -> Result<Arc<Self>, String> {
-        let store = EndpointStore::new(&cfg.state_dir);
-        let queue = queue::FileQueue::open(store.dir(), cfg.webhooks.queue_max)?;
+        let shared_cluster = match &cfg.cluster {
+            Some(c) => Some(Arc::new(cluster::Shared::new(c, cfg.webhooks.queue_max)?)),
+            None => None,
+        };
+        let (store, queue): (EndpointStore, Box<dyn queue::DeliveryQueue>) = match &shared_cluster {
+            Some(sh) => (
+                EndpointStore::with_redis(&cfg.state_dir, sh.store.clone()),
+                Box::new(sh.queue()),
+            ),
+            None => {
+                let store = EndpointStore::new(&cfg.state_dir);
+                let q = queue::FileQueue::open(store.dir(), cfg.webhooks.queue_max)?;
+                (store, Box::new(q))
+            }
+        };
         let metrics = WebhookMetrics::new(registry).map_err(|e| format!("metrics: {e}"))?;
         let (ingest, rx) = mpsc::channel(INGEST);
         let (stop, _) = watch::channel(false);
@@ -140,7 +159,7 @@ impl Webhooks {
             body_bytes: AtomicUsize::new(0),
             ingest,
             rx: Mutex::new(Some(rx)),
-            inner: Mutex::new(worker::Inner::new(Box::new(queue))),
+            inner: Mutex::new(worker::Inner::new(queue)),
             notify: Notify::new(),
             metrics,
             stop,
@@ -148,8 +167,19 @@ impl Webhooks {
             boot_config: cfg.webhooks.clone(),
             keys_generation: std::sync::atomic::AtomicU64::new(0),
             keys_epoch: OnceLock::new(),
+            cluster: shared_cluster,
         });
-        w.reload_endpoints();
+        if w.cluster.is_some() {
+            // The last-good copy until the pump has read Redis (never waits on it).
+            match w.store.load_copy() {
+                Ok(list) => w.install_endpoints(list, None),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no copy of the webhook endpoints to start from")
+                }
+            }
+        } else {
+            w.reload_endpoints();
+        }
         Ok(w)
     }
 
@@ -159,6 +189,13 @@ impl Webhooks {
         let rx = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(rx) = rx {
             tokio::spawn(worker::run(self.clone(), rx, self.stop.subscribe()));
+            if let Some(sh) = &self.cluster {
+                tokio::spawn(cluster::pump::run(
+                    self.clone(),
+                    sh.clone(),
+                    self.stop.subscribe(),
+                ));
+            }
         }
     }
 
@@ -188,6 +225,7 @@ impl Webhooks {
     }
 
     /// Re-reads the endpoints file and recomputes what the request path must do.
+    /// Blocking in cluster mode (Redis): use [`Webhooks::refresh`] there.
     pub(crate) fn reload_endpoints(&self) {
         let version = self.store.identity();
         let endpoints = match self.store.load() {
@@ -197,6 +235,30 @@ impl Webhooks {
                 return;
             }
         };
+        self.install_endpoints(endpoints, version);
+    }
+
+    /// Reads the endpoints again, off the async workers (after an admin change).
+    pub(crate) async fn refresh(self: &Arc<Self>) {
+        let w = self.clone();
+        let _ = tokio::task::spawn_blocking(move || w.reload_endpoints()).await;
+    }
+
+    /// The endpoints in force now (what a read shows when Redis cannot answer).
+    pub(crate) fn endpoints_now(&self) -> Vec<store::Endpoint> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .endpoints
+            .clone()
+    }
+
+    /// Puts `endpoints` in force and recomputes what the request path must do.
+    pub(crate) fn install_endpoints(
+        &self,
+        endpoints: Vec<store::Endpoint>,
+        version: Option<crate::config::identity::Identity>,
+    ) {
         let mut wants = 0;
         let mut body_patterns = Vec::new();
         for e in endpoints.iter().filter(|e| e.enabled) {
@@ -328,6 +390,12 @@ impl Webhooks {
     /// diffs old and new keys and queues `key.created|updated|deleted` and
     /// `api.enabled|disabled`. Cheap: it only hands both snapshots to the worker.
     pub(crate) fn keys_changed(&self, old: &Arc<Snapshot>, new: &Arc<Snapshot>) {
+        // Cluster mode: once for the cluster, from the shared store (not per replica).
+        if let Some(sh) = &self.cluster {
+            sh.keys_dirty.store(true, Ordering::Release);
+            sh.wake.notify_one();
+            return;
+        }
         if !Arc::ptr_eq(old, new) {
             self.submit(Job::Keys {
                 old: old.clone(),

@@ -67,7 +67,7 @@ pub(crate) fn dispatch(
             .unwrap_or(cfg.timeout);
         inner
             .queue
-            .retry(&key, d.attempt + 1, now + wait.as_millis() as i64);
+            .begin(&key, d.attempt + 1, now + wait.as_millis() as i64);
         inner.busy.insert(key.clone());
         let ts = now / 1000;
         let secrets = ep.signing_secrets(ts);
@@ -142,6 +142,7 @@ pub(crate) fn finish(w: &Webhooks, a: Attempted) {
         error,
         next_retry: None,
         body: Some(d.body.clone()),
+        node: None,
     };
     let mut failing_update: Option<Option<i64>> = None;
     let mut disable = false;
@@ -181,9 +182,7 @@ pub(crate) fn finish(w: &Webhooks, a: Attempted) {
     }
     w.log(&mut inner.logs, &d.endpoint_id, entry);
     if disable {
-        for k in inner.queue.keys_for(&d.endpoint_id) {
-            inner.queue.remove(&k);
-        }
+        inner.queue.forget_endpoint(&d.endpoint_id);
         let reason = format!(
             "failing since {} ({} or more): switched off; fix the receiver, then enable it again",
             ep.as_ref()
@@ -204,6 +203,7 @@ pub(crate) fn finish(w: &Webhooks, a: Attempted) {
             error: Some(reason.clone()),
             next_retry: None,
             body: None,
+            node: None,
         };
         w.log(&mut inner.logs, &d.endpoint_id, entry);
         if let Some(e) = inner.endpoints.iter_mut().find(|e| e.id == d.endpoint_id) {

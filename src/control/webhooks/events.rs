@@ -319,8 +319,18 @@ pub(crate) fn actor_from_audit(state_dir: &Path, key_id: Option<&str>) -> String
     if f.read_to_string(&mut text).is_err() {
         return fallback();
     }
+    actor_from_lines(text.lines().rev(), key_id)
+}
+
+/// Who made the latest change to `key_id` (or the switch) in the last minute,
+/// from audit records newest first (the file's lines, or the cluster's audit
+/// stream); else `keys_file`.
+pub(crate) fn actor_from_lines<'a>(
+    lines: impl Iterator<Item = &'a str>,
+    key_id: Option<&str>,
+) -> String {
     let recent = OffsetDateTime::now_utc() - time::Duration::minutes(1);
-    for line in text.lines().rev() {
+    for line in lines {
         let Ok(v) = serde_json::from_str::<Value>(line) else {
             continue;
         };
@@ -339,7 +349,7 @@ pub(crate) fn actor_from_audit(state_dir: &Path, key_id: Option<&str>) -> String
             return a.to_string();
         }
     }
-    fallback()
+    "keys_file".to_string()
 }
 
 #[cfg(test)]
