@@ -19,6 +19,10 @@ use super::store::Endpoint;
 use super::target::{self, Answer};
 use super::{MAX_IN_FLIGHT, now_ms};
 
+/// Cluster mode: how long a delivery to an endpoint this replica does not know
+/// yet waits (the endpoints are followed every second).
+const UNKNOWN_ENDPOINT_WAIT_MS: i64 = 1000;
+
 pub(crate) struct Attempted {
     delivery: Delivery,
     result: Result<Answer, String>,
@@ -50,6 +54,15 @@ pub(crate) fn dispatch(
             .find(|e| e.id == d.endpoint_id)
             .cloned()
         else {
+            if w.cluster.is_some() {
+                // Cluster mode: made on another replica a moment ago and not
+                // followed here yet (a deleted one has no delivery left to
+                // wait): back to wait, uncounted, until it is.
+                inner
+                    .queue
+                    .retry(&key, d.attempt, now + UNKNOWN_ENDPOINT_WAIT_MS);
+                continue;
+            }
             // The endpoint was deleted: nothing to deliver to.
             inner.queue.remove(&key);
             continue;

@@ -97,26 +97,8 @@ impl Webhooks {
     /// The deliveries of `event`: to `only`, or to every enabled endpoint that
     /// subscribes.
     pub(crate) fn deliveries_for(&self, event: &Event, only: Option<&str>) -> Vec<Delivery> {
-        let now = now_ms();
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner
-            .endpoints
-            .iter()
-            .filter(|e| match only {
-                Some(id) => e.id == id,
-                None => e.enabled && events::any_matches(&e.events, &event.kind),
-            })
-            .map(|e| Delivery {
-                endpoint_id: e.id.clone(),
-                event_id: event.id.clone(),
-                kind: event.kind.clone(),
-                body: event.body_for(e.include_body).to_string(),
-                attempt: 0,
-                next_at: now,
-                created: now,
-                node: None,
-            })
-            .collect()
+        deliveries_to(event, &inner.endpoints, only)
     }
 
     fn fan_out_with(&self, event: &Event, only: Option<&str>, once: bool) -> usize {
@@ -140,6 +122,33 @@ impl Webhooks {
         }
         queued
     }
+}
+
+/// The deliveries of `event` to `endpoints`: to `only`, or to every enabled one
+/// that subscribes.
+pub(crate) fn deliveries_to(
+    event: &Event,
+    endpoints: &[Endpoint],
+    only: Option<&str>,
+) -> Vec<Delivery> {
+    let now = now_ms();
+    endpoints
+        .iter()
+        .filter(|e| match only {
+            Some(id) => e.id == id,
+            None => e.enabled && events::any_matches(&e.events, &event.kind),
+        })
+        .map(|e| Delivery {
+            endpoint_id: e.id.clone(),
+            event_id: event.id.clone(),
+            kind: event.kind.clone(),
+            body: event.body_for(e.include_body).to_string(),
+            attempt: 0,
+            next_at: now,
+            created: now,
+            node: None,
+        })
+        .collect()
 }
 
 /// Runs until `stop` turns true.

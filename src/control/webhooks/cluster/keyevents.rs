@@ -19,6 +19,7 @@ use redis::aio::ConnectionManager;
 
 use super::super::events::{self, KeysSeen};
 use super::super::queue::Delivery;
+use super::super::worker::deliveries_to;
 use super::super::{Webhooks, now_ms};
 use super::{Shared, lock, scripts};
 use crate::control::cluster::store::{self as cluster_store, Layout, Raw};
@@ -91,6 +92,16 @@ pub(crate) async fn emit(
         .as_deref()
         .and_then(|s| serde_json::from_str::<KeysSeen>(s).ok())
     {
+        // The endpoints as they are now in Redis (this replica may not have
+        // followed one made a moment ago yet).
+        let all: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(&sh.keys.endpoints)
+            .query_async(con)
+            .await?;
+        let endpoints = match super::endpoints::decode(all) {
+            Ok(e) => e,
+            Err(_) => w.endpoints_now(),
+        };
         let lines = audit_tail(sh, con).await.unwrap_or_default();
         let actor =
             |id: Option<&str>| events::actor_from_lines(lines.iter().map(String::as_str), id);
@@ -99,7 +110,7 @@ pub(crate) async fn emit(
             .enumerate()
         {
             e.id = events::stable_id(&epoch, version, i, &e.kind);
-            deliveries.extend(w.deliveries_for(&e, None));
+            deliveries.extend(deliveries_to(&e, &endpoints, None));
         }
     }
     let seen_json = serde_json::to_string(&after).unwrap_or_default();
