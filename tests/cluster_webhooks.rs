@@ -357,6 +357,73 @@ async fn a_replica_killed_mid_retry_loses_nothing() {
     ) == 0.0));
 }
 
+/// Redis down: request events are kept in the replica's local buffer (the
+/// request does not wait for them) and sent when Redis answers again, without a
+/// restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
+async fn events_made_while_redis_is_down_are_sent_when_it_is_back() {
+    let up = support::Upstream::start().await;
+    let redis = Redis::start();
+    let rx = Receiver::start().await;
+    let r = Replicas::start(&up, &redis, &webhooks_cfg(""));
+    let b = &r.nodes[1];
+    endpoint(r.nodes[0].admin, &rx.url("/hooks"), &["jobs.created"]);
+    let post = |path: &str| {
+        support::Reply::parse(&support::raw_exchange(
+            b.public,
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: a\r\nX-API-Key: {LIMITED}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        ))
+    };
+    // B follows the endpoint made on A: its write events arrive.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            assert_eq!(post("/api/v1/jobs/warmup").status, 200);
+            rx.delivered()
+                .iter()
+                .any(|h| h.json()["data"]["path"] == "/api/v1/jobs/warmup")
+        }),
+        "B never sent a write event"
+    );
+    std::thread::sleep(QUIET);
+    let before = rx.hits().len();
+    // A Redis that hangs (connections open, no answers).
+    redis.pause(true);
+    for i in 0..3 {
+        let t = std::time::Instant::now();
+        assert_eq!(post(&format!("/api/v1/jobs/down-{i}")).status, 200);
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "a request waited {:?} with Redis down",
+            t.elapsed()
+        );
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        rx.hits().len(),
+        before,
+        "nothing is sent while Redis is down"
+    );
+    redis.pause(false);
+    assert!(
+        wait_until(Duration::from_secs(20), || rx.delivered().len()
+            >= before + 3),
+        "the buffered events were not sent after Redis came back: {}",
+        b.log()
+    );
+    std::thread::sleep(QUIET);
+    let late: Vec<String> = rx.hits()[before..]
+        .iter()
+        .map(|h| h.json()["data"]["path"].as_str().unwrap_or("").to_string())
+        .collect();
+    let want: BTreeSet<String> = (0..3).map(|i| format!("/api/v1/jobs/down-{i}")).collect();
+    assert_eq!(late.len(), 3, "{late:?}");
+    assert_eq!(late.into_iter().collect::<BTreeSet<_>>(), want);
+}
+
 /// Key events have started: the cluster's keys at seeding are remembered (the
 /// first look sends nothing, as a first start does), so later changes are sent.
 fn wait_for_key_events(redis: &Redis) {
