@@ -198,6 +198,42 @@ async fn a_change_synced_by_three_replicas_is_delivered_once() {
             "keygate_webhook_queue_depth"
         ) == 0.0));
     }
+
+    // The CLI with C's config works on the same endpoints, log and queue.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+            .arg("-c")
+            .arg(r.dirs[2].path().join("config.yaml"))
+            .arg("webhooks")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = cli(&["list"]);
+    assert!(
+        listed.contains(&id) && !listed.contains("whsec_"),
+        "{listed}"
+    );
+    assert!(cli(&["deliveries", &id]).contains("delivered"));
+    cli(&["test", &id]);
+    assert!(wait_until(Duration::from_secs(10), || rx
+        .delivered()
+        .iter()
+        .any(|h| h.kind() == "webhook.test")));
+    std::thread::sleep(QUIET);
+    assert_eq!(
+        rx.hits()
+            .iter()
+            .filter(|h| h.kind() == "webhook.test")
+            .count(),
+        1
+    );
 }
 
 /// Acceptance 5, second half: the receiver fails at first; the replica making
@@ -401,7 +437,19 @@ async fn events_made_while_redis_is_down_are_sent_when_it_is_back() {
             t.elapsed()
         );
     }
-    std::thread::sleep(Duration::from_secs(3));
+    // Endpoint writes are refused (never local-only); a list shows the ones in force.
+    let refused = admin(
+        b.admin,
+        "POST",
+        "webhooks",
+        &json!({"url": rx.url("/other"), "events": ["*"]}).to_string(),
+        &[],
+    );
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.code().as_deref(), Some("cluster_unavailable"));
+    let listed = admin(b.admin, "GET", "webhooks", "", &[]);
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert!(listed.body.contains("/hooks"), "{}", listed.body);
     assert_eq!(
         rx.hits().len(),
         before,
