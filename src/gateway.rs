@@ -110,6 +110,10 @@ impl Observer for Observers {
         }
         self.extra.finished(r);
     }
+
+    fn wants_body(&self, r: &Record) -> bool {
+        self.extra.wants_body(r)
+    }
 }
 
 /// A running gateway.

@@ -8,10 +8,7 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// "Nothing more arrives": after the expected deliveries, how long no further one
 /// (a duplicate, a storm, a wrong endpoint) may appear. A fixed window by nature.
@@ -23,169 +20,11 @@ const STILL_DOWN: Duration = Duration::from_millis(1500);
 /// CLI is seen by the running gateway after it.
 const WORKER_PICKS_UP: Duration = Duration::from_millis(700);
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use support::receiver::*;
 use support::*;
-use tokio::net::TcpListener;
 
 const TOKEN: &str = "admin-token-for-webhook-tests-0123";
-
-// ---------------------------------------------------------------- the receiver
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// 204 to every delivery.
-    Ok,
-    /// Accept the connection and close it without an answer (a receiver that is down).
-    Down,
-    /// 503.
-    Fail,
-}
-
-/// One request the receiver saw.
-#[derive(Debug, Clone)]
-struct Hit {
-    at: Instant,
-    path: String,
-    id: String,
-    timestamp: String,
-    signature: String,
-    body: String,
-    answered: u16,
-}
-
-impl Hit {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or(Value::Null)
-    }
-    fn kind(&self) -> String {
-        self.json()["type"].as_str().unwrap_or("").to_string()
-    }
-}
-
-#[derive(Clone)]
-struct Receiver {
-    addr: SocketAddr,
-    hits: Arc<Mutex<Vec<Hit>>>,
-    mode: Arc<Mutex<Mode>>,
-}
-
-impl Receiver {
-    async fn start() -> Self {
-        Self::start_on("127.0.0.1:0").await
-    }
-
-    async fn start_on(addr: &str) -> Self {
-        let listener = TcpListener::bind(addr).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let r = Self {
-            addr,
-            hits: Arc::default(),
-            mode: Arc::new(Mutex::new(Mode::Ok)),
-        };
-        let r2 = r.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let r = r2.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| r.clone().handle(req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        r
-    }
-
-    async fn handle(self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-        let h = |n: &str| {
-            req.headers()
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string()
-        };
-        let (id, timestamp, signature) = (
-            h("webhook-id"),
-            h("webhook-timestamp"),
-            h("webhook-signature"),
-        );
-        let path = req.uri().path().to_string();
-        let body = req.into_body().collect().await.unwrap().to_bytes();
-        let mode = *self.mode.lock().unwrap();
-        let (status, location) = if path.ends_with("/redirect") {
-            (302, Some("/landing"))
-        } else {
-            match mode {
-                Mode::Ok => (204, None),
-                Mode::Fail => (503, None),
-                Mode::Down => (0, None),
-            }
-        };
-        self.hits.lock().unwrap().push(Hit {
-            at: Instant::now(),
-            path,
-            id,
-            timestamp,
-            signature,
-            body: String::from_utf8_lossy(&body).into_owned(),
-            answered: status,
-        });
-        if status == 0 {
-            // A receiver that is down: no answer at all (the connection is dropped).
-            std::future::pending::<()>().await;
-        }
-        let mut r = Response::new(Full::new(Bytes::from_static(b"thanks")));
-        *r.status_mut() = StatusCode::from_u16(status).unwrap();
-        if let Some(l) = location {
-            r.headers_mut().insert("location", l.parse().unwrap());
-        }
-        Ok(r)
-    }
-
-    fn set(&self, m: Mode) {
-        *self.mode.lock().unwrap() = m;
-    }
-
-    fn hits(&self) -> Vec<Hit> {
-        self.hits.lock().unwrap().clone()
-    }
-
-    fn delivered(&self) -> Vec<Hit> {
-        self.hits()
-            .into_iter()
-            .filter(|h| h.answered == 204)
-            .collect()
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-}
-
-/// Checks a Standard Webhooks signature with ring directly.
-fn verify(secret: &str, hit: &Hit) -> bool {
-    let key = STANDARD
-        .decode(secret.strip_prefix("whsec_").unwrap())
-        .unwrap();
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key);
-    let msg = format!("{}.{}.{}", hit.id, hit.timestamp, hit.body);
-    hit.signature.split(' ').any(|s| {
-        s.strip_prefix("v1,")
-            .and_then(|b| STANDARD.decode(b).ok())
-            .is_some_and(|tag| ring::hmac::verify(&key, msg.as_bytes(), &tag).is_ok())
-    })
-}
 
 // ---------------------------------------------------------------- the gateway
 
@@ -981,6 +820,111 @@ async fn the_cli_manages_endpoints_and_the_gateway_follows() {
         },
     )
     .await;
+}
+
+/// `include_body`: write events to an endpoint that asked for it carry the
+/// response body (text, or base64 when it is not UTF-8), cut at 64 KiB with
+/// `body_truncated: true`; other endpoints get the same event without it, and the
+/// client gets the whole body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn include_body_puts_the_response_body_in_write_events() {
+    let rx = Receiver::start().await;
+    let g = start(PRIVATE_OK).await;
+    let r = g.admin(
+        "POST",
+        "/admin/v1/webhooks",
+        Some(json!({"url": rx.url("/with"), "events": ["jobs.*"], "include_body": true})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["include_body"], true);
+    g.endpoint(&rx.url("/plain"), &["jobs.created"]);
+    let k = g.admin(
+        "POST",
+        "/admin/v1/keys",
+        Some(json!({"name": "Body Writer", "permissions": {"jobs": "write"}})),
+    );
+    assert_eq!(k.status, 201, "{}", k.body);
+    let key = k.json()["key"].as_str().unwrap().to_string();
+    // A small JSON answer: the upstream's body as text.
+    let small = g.call("POST", "/api/v1/jobs", &key);
+    assert_eq!(small.status, 200);
+    // A large one (100 000 bytes, streamed): cut at 64 KiB for the event only.
+    let big = g.call("POST", "/api/v1/jobs/download/100000", &key);
+    assert_eq!(big.status, 200);
+    let xs = big.body.bytes().filter(|c| *c == b'x').count();
+    assert_eq!(xs, 100_000, "the client gets the whole body");
+    // A read is no event, a failed write neither.
+    assert_eq!(g.call("GET", "/api/v1/jobs", &key).status, 200);
+    assert_eq!(g.call("POST", "/api/v1/jobs/status/500", &key).status, 500);
+    wait_until("three write deliveries", Duration::from_secs(20), || {
+        rx.delivered().len() >= 3
+    })
+    .await;
+    tokio::time::sleep(QUIET).await;
+    let hits = rx.delivered();
+    let with: Vec<&Hit> = hits.iter().filter(|h| h.path == "/with").collect();
+    let plain: Vec<&Hit> = hits.iter().filter(|h| h.path == "/plain").collect();
+    assert_eq!(with.len(), 2, "{:?}", types(&hits));
+    assert_eq!(plain.len(), 2, "{:?}", types(&hits));
+    let of = |path: &str| {
+        with.iter()
+            .map(|h| h.json())
+            .find(|v| v["data"]["path"] == path)
+            .unwrap_or_else(|| panic!("no event for {path}"))
+    };
+    let s = of("/api/v1/jobs");
+    assert_eq!(s["type"], "jobs.created");
+    assert_eq!(s["data"]["body_encoding"], "utf8", "{s}");
+    let echoed: Value = serde_json::from_str(s["data"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(echoed, serde_json::from_str::<Value>(&small.body).unwrap());
+    assert!(s["data"].get("body_truncated").is_none(), "{s}");
+    let b = of("/api/v1/jobs/download/100000");
+    let text = b["data"]["body"].as_str().unwrap();
+    assert_eq!(text.len(), 64 * 1024);
+    assert!(text.bytes().all(|c| c == b'x'));
+    assert_eq!(b["data"]["body_truncated"], true);
+    // The endpoint without include_body got the same events (same ids), no body.
+    for p in &plain {
+        assert!(
+            p.json()["data"].get("body").is_none(),
+            "{}",
+            p.json()["data"]["path"]
+        );
+        assert!(with.iter().any(|w| w.id == p.id), "one event, one id");
+    }
+    // Switched off: the next write event has no body.
+    let r = g.admin(
+        "PATCH",
+        &format!("/admin/v1/webhooks/{}", with_id(&g, &rx)),
+        Some(json!({"include_body": false})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(g.call("PUT", "/api/v1/jobs/9", &key).status, 200);
+    wait_until("the update event", Duration::from_secs(20), || {
+        rx.delivered().iter().any(|h| h.kind() == "jobs.updated")
+    })
+    .await;
+    let u = rx
+        .delivered()
+        .into_iter()
+        .find(|h| h.kind() == "jobs.updated")
+        .unwrap()
+        .json();
+    assert!(u["data"].get("body").is_none(), "{u}");
+}
+
+/// The id of the endpoint whose URL ends in `/with`.
+fn with_id(g: &Gw, rx: &Receiver) -> String {
+    let list = g.admin("GET", "/admin/v1/webhooks", None).json();
+    list["webhooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["url"] == rx.url("/with"))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// Acceptance 1: an independent implementation — the `standardwebhooks` Python

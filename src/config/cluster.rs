@@ -33,6 +33,11 @@ pub(crate) struct ClusterConfig {
     pub(crate) sample_success: f64,
 }
 
+/// `kg:{<name>}`: every Redis key of the cluster `name` starts with it.
+pub(crate) fn key_prefix(name: &str) -> String {
+    format!("kg:{{{name}}}")
+}
+
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -90,6 +95,11 @@ impl ClusterConfig {
             log_max_entries: f.logs.max_entries,
             sample_success: f.logs.sample_success,
         })
+    }
+
+    /// The start of every Redis key of this cluster: `kg:{<name>}` (one hash slot).
+    pub(crate) fn key_prefix(&self) -> String {
+        key_prefix(&self.name)
     }
 
     /// A client for the configured Redis (connections are made later).

@@ -22,7 +22,7 @@ mod metrics;
 mod seed;
 pub(crate) mod source;
 pub(crate) mod status;
-mod store;
+pub(crate) mod store;
 mod sync;
 pub(crate) mod write;
 

@@ -6,7 +6,9 @@
 //! - [`store`] — endpoints in `state_dir/webhooks/endpoints.json`, audited;
 //! - [`events`] — event types, patterns, payloads, and the key-change diff;
 //! - [`queue`] — the durable, bounded delivery queue behind a small trait (a
-//!   Redis-stream queue for cluster mode can be added beside the file one);
+//!   journal in `state_dir`, or in cluster mode a Redis stream with a consumer
+//!   group: [`cluster`], which also keeps the endpoints and logs in Redis and
+//!   sends key events once for the whole cluster);
 //! - [`worker`] — the one task that owns the queue: fans events out, delivers,
 //!   retries on `retry_schedule` (`deliver`: one attempt and its outcome),
 //!   disables endpoints failing too long;
@@ -26,7 +28,9 @@
 //! counted, never the request waiting).
 
 pub(crate) mod admin;
+pub(crate) mod cluster;
 mod deliver;
+pub(crate) mod endpoint;
 pub(crate) mod events;
 pub(crate) mod health;
 mod keychanges;
@@ -40,7 +44,7 @@ pub(crate) mod target;
 pub(crate) mod worker;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::{Notify, mpsc, watch};
@@ -83,6 +87,12 @@ const INGEST: usize = 4096;
 /// Bits of [`Webhooks::wants`].
 const WANTS_HEALTH: u8 = 1;
 const WANTS_WRITES: u8 = 2;
+/// Some enabled endpoint with `include_body` subscribes to a write event.
+const WANTS_BODY: u8 = 4;
+
+/// Response bodies (of `include_body` write events) waiting in the hand-off to
+/// the worker at most; beyond it a body is left out (`body_truncated: true`).
+const BODY_BUDGET: usize = 8 * 1024 * 1024;
 
 /// The webhook subsystem of one gateway.
 pub(crate) struct Webhooks {
@@ -91,6 +101,11 @@ pub(crate) struct Webhooks {
     /// Which request events some enabled endpoint wants ([`WANTS_HEALTH`],
     /// [`WANTS_WRITES`]); 0 = the request path does nothing.
     wants: AtomicU8,
+    /// The event patterns of the enabled endpoints with `include_body`: which
+    /// write events need the response body.
+    body_patterns: arc_swap::ArcSwap<Vec<Vec<String>>>,
+    /// Bytes of response bodies handed to the worker and not yet taken.
+    pub(crate) body_bytes: AtomicUsize,
     ingest: mpsc::Sender<Job>,
     rx: Mutex<Option<mpsc::Receiver<Job>>>,
     pub(crate) inner: Mutex<worker::Inner>,
@@ -102,6 +117,8 @@ pub(crate) struct Webhooks {
     /// Changes of keys sent so far (see `keychanges`).
     pub(crate) keys_generation: std::sync::atomic::AtomicU64,
     pub(crate) keys_epoch: OnceLock<String>,
+    /// Cluster mode: the queue, endpoints and logs in Redis.
+    pub(crate) cluster: Option<Arc<cluster::Shared>>,
 }
 
 impl std::fmt::Debug for Webhooks {
@@ -116,8 +133,21 @@ impl Webhooks {
     /// Opens the queue and the endpoints in `state_dir` and registers the metrics.
     /// Call after the gateway took the state_dir lock.
     pub(crate) fn new(cfg: &Config, registry: &prometheus::Registry) -> Result<Arc<Self>, String> {
-        let store = EndpointStore::new(&cfg.state_dir);
-        let queue = queue::FileQueue::open(store.dir(), cfg.webhooks.queue_max)?;
+        let shared_cluster = match &cfg.cluster {
+            Some(c) => Some(Arc::new(cluster::Shared::new(c, cfg.webhooks.queue_max)?)),
+            None => None,
+        };
+        let (store, queue): (EndpointStore, Box<dyn queue::DeliveryQueue>) = match &shared_cluster {
+            Some(sh) => (
+                EndpointStore::with_redis(&cfg.state_dir, sh.store.clone()),
+                Box::new(sh.queue()),
+            ),
+            None => {
+                let store = EndpointStore::new(&cfg.state_dir);
+                let q = queue::FileQueue::open(store.dir(), cfg.webhooks.queue_max)?;
+                (store, Box::new(q))
+            }
+        };
         let metrics = WebhookMetrics::new(registry).map_err(|e| format!("metrics: {e}"))?;
         let (ingest, rx) = mpsc::channel(INGEST);
         let (stop, _) = watch::channel(false);
@@ -125,9 +155,11 @@ impl Webhooks {
             state_dir: cfg.state_dir.clone(),
             store,
             wants: AtomicU8::new(0),
+            body_patterns: arc_swap::ArcSwap::from_pointee(Vec::new()),
+            body_bytes: AtomicUsize::new(0),
             ingest,
             rx: Mutex::new(Some(rx)),
-            inner: Mutex::new(worker::Inner::new(Box::new(queue))),
+            inner: Mutex::new(worker::Inner::new(queue)),
             notify: Notify::new(),
             metrics,
             stop,
@@ -135,8 +167,19 @@ impl Webhooks {
             boot_config: cfg.webhooks.clone(),
             keys_generation: std::sync::atomic::AtomicU64::new(0),
             keys_epoch: OnceLock::new(),
+            cluster: shared_cluster,
         });
-        w.reload_endpoints();
+        if w.cluster.is_some() {
+            // The last-good copy until the pump has read Redis (never waits on it).
+            match w.store.load_copy() {
+                Ok(list) => w.install_endpoints(list, None),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no copy of the webhook endpoints to start from")
+                }
+            }
+        } else {
+            w.reload_endpoints();
+        }
         Ok(w)
     }
 
@@ -146,6 +189,13 @@ impl Webhooks {
         let rx = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(rx) = rx {
             tokio::spawn(worker::run(self.clone(), rx, self.stop.subscribe()));
+            if let Some(sh) = &self.cluster {
+                tokio::spawn(cluster::pump::run(
+                    self.clone(),
+                    sh.clone(),
+                    self.stop.subscribe(),
+                ));
+            }
         }
     }
 
@@ -175,6 +225,7 @@ impl Webhooks {
     }
 
     /// Re-reads the endpoints file and recomputes what the request path must do.
+    /// Blocking in cluster mode (Redis): use [`Webhooks::refresh`] there.
     pub(crate) fn reload_endpoints(&self) {
         let version = self.store.identity();
         let endpoints = match self.store.load() {
@@ -184,8 +235,37 @@ impl Webhooks {
                 return;
             }
         };
+        self.install_endpoints(endpoints, version);
+    }
+
+    /// Reads the endpoints again, off the async workers (after an admin change).
+    pub(crate) async fn refresh(self: &Arc<Self>) {
+        let w = self.clone();
+        let _ = tokio::task::spawn_blocking(move || w.reload_endpoints()).await;
+    }
+
+    /// The endpoints in force now (what a read shows when Redis cannot answer).
+    pub(crate) fn endpoints_now(&self) -> Vec<store::Endpoint> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .endpoints
+            .clone()
+    }
+
+    /// Puts `endpoints` in force and recomputes what the request path must do.
+    pub(crate) fn install_endpoints(
+        &self,
+        endpoints: Vec<store::Endpoint>,
+        version: Option<crate::config::identity::Identity>,
+    ) {
         let mut wants = 0;
+        let mut body_patterns = Vec::new();
         for e in endpoints.iter().filter(|e| e.enabled) {
+            if e.include_body && e.events.iter().any(|p| wants_writes(p)) {
+                wants |= WANTS_BODY;
+                body_patterns.push(e.events.clone());
+            }
             if e.events.iter().any(|p| {
                 events::pattern_matches(p, "key.failing")
                     || events::pattern_matches(p, "key.recovered")
@@ -196,6 +276,7 @@ impl Webhooks {
                 wants |= WANTS_WRITES;
             }
         }
+        self.body_patterns.store(Arc::new(body_patterns));
         self.wants.store(wants, Ordering::Relaxed);
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.endpoints = endpoints;
@@ -226,7 +307,42 @@ impl Webhooks {
         if !(health || (wants & WANTS_WRITES != 0 && is_write)) {
             return;
         }
-        self.submit(Job::Request(Box::new(worker::RequestSeen::from_record(r))));
+        let mut seen = worker::RequestSeen::from_record(r);
+        if let Some(b) = &mut seen.body {
+            // Bounded: bodies waiting for the worker take at most BODY_BUDGET.
+            let n = b.bytes.len();
+            if self.body_bytes.fetch_add(n, Ordering::AcqRel) + n > BODY_BUDGET {
+                self.body_bytes.fetch_sub(n, Ordering::AcqRel);
+                b.bytes = bytes::Bytes::new();
+                b.truncated = true;
+            }
+        }
+        let taken = seen.body.as_ref().map_or(0, |b| b.bytes.len());
+        if self.ingest.try_send(Job::Request(Box::new(seen))).is_err() {
+            self.body_bytes.fetch_sub(taken, Ordering::AcqRel);
+            self.metrics.dropped.inc();
+        }
+    }
+
+    /// Does an enabled endpoint with `include_body` want this response's event?
+    /// One atomic load unless one does.
+    fn wants_body(&self, r: &Record) -> bool {
+        if self.wants.load(Ordering::Relaxed) & WANTS_BODY == 0 {
+            return false;
+        }
+        let Some(cat) = &r.category else {
+            return false;
+        };
+        if r.decision != Decision::Allowed {
+            return false;
+        }
+        let Some(kind) = events::write_kind(&r.method, r.status, cat) else {
+            return false;
+        };
+        self.body_patterns
+            .load()
+            .iter()
+            .any(|p| events::any_matches(p, &kind))
     }
 }
 
@@ -263,6 +379,9 @@ impl Observer for Tee {
         self.first.finished(r);
         self.webhooks.finished(r);
     }
+    fn wants_body(&self, r: &Record) -> bool {
+        self.webhooks.wants_body(r) || self.first.wants_body(r)
+    }
 }
 
 impl Webhooks {
@@ -271,6 +390,12 @@ impl Webhooks {
     /// diffs old and new keys and queues `key.created|updated|deleted` and
     /// `api.enabled|disabled`. Cheap: it only hands both snapshots to the worker.
     pub(crate) fn keys_changed(&self, old: &Arc<Snapshot>, new: &Arc<Snapshot>) {
+        // Cluster mode: once for the cluster, from the shared store (not per replica).
+        if let Some(sh) = &self.cluster {
+            sh.keys_dirty.store(true, Ordering::Release);
+            sh.wake.notify_one();
+            return;
+        }
         if !Arc::ptr_eq(old, new) {
             self.submit(Job::Keys {
                 old: old.clone(),

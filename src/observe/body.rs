@@ -14,7 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use crate::observe::record::{Decision, Finish};
+use crate::observe::record::{BODY_CAPTURE_MAX, CapturedBody, Decision, Finish};
 
 /// What a body stream fails with.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -75,6 +75,25 @@ pub(crate) struct ResBody {
     finish: Option<Box<Finish>>,
     /// No body is expected (HEAD, 204, 304): complete as soon as the head is sent.
     bodiless: bool,
+    /// A copy of the body's start, kept only when an observer asked for it.
+    capture: Option<Box<Capture>>,
+}
+
+/// The copy being made: at most [`BODY_CAPTURE_MAX`] bytes.
+#[derive(Debug, Default)]
+struct Capture {
+    buf: Vec<u8>,
+    truncated: bool,
+}
+
+impl Capture {
+    fn push(&mut self, d: &[u8]) {
+        let room = BODY_CAPTURE_MAX - self.buf.len();
+        if d.len() > room {
+            self.truncated = true;
+        }
+        self.buf.extend_from_slice(&d[..d.len().min(room)]);
+    }
 }
 
 impl std::fmt::Debug for ResBody {
@@ -90,6 +109,7 @@ impl ResBody {
             sent: 0,
             finish: None,
             bodiless: false,
+            capture: None,
         }
     }
 
@@ -99,6 +119,7 @@ impl ResBody {
             sent: 0,
             finish: None,
             bodiless: false,
+            capture: None,
         }
     }
 
@@ -109,7 +130,15 @@ impl ResBody {
             sent: 0,
             finish: None,
             bodiless: false,
+            capture: None,
         }
+    }
+
+    /// Keeps a copy of the first [`BODY_CAPTURE_MAX`] bytes, handed to the
+    /// observer in `record.body` when the body has been sent to its end (not when
+    /// it is cut or the client leaves). Call before [`ResBody::attach`].
+    pub(crate) fn capture(&mut self) {
+        self.capture = Some(Box::default());
     }
 
     /// Attaches the request's guard; fired when this body is done or dropped.
@@ -123,6 +152,12 @@ impl ResBody {
 
     fn complete(&mut self) {
         if let Some(mut f) = self.finish.take() {
+            if let Some(c) = self.capture.take() {
+                f.record.body = Some(CapturedBody {
+                    bytes: Bytes::from(c.buf),
+                    truncated: c.truncated,
+                });
+            }
             f.fire(true, self.sent);
         }
     }
@@ -178,6 +213,9 @@ impl Body for ResBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     this.sent += d.len() as u64;
+                    if let Some(c) = &mut this.capture {
+                        c.push(d);
+                    }
                 }
                 if this.is_end_stream() {
                     this.complete();

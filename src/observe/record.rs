@@ -160,6 +160,20 @@ pub struct Record {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub user_agent: Option<HeaderValue>,
+    /// The start of the response body, when an observer asked for it
+    /// ([`Observer::wants_body`]) and the body was sent to its end.
+    pub(crate) body: Option<CapturedBody>,
+}
+
+/// The most of a response body [`Observer::wants_body`] gets (64 KiB).
+pub(crate) const BODY_CAPTURE_MAX: usize = 64 * 1024;
+
+/// Up to [`BODY_CAPTURE_MAX`] bytes of a response body, as the upstream sent them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CapturedBody {
+    pub(crate) bytes: bytes::Bytes,
+    /// The body was longer: `bytes` is its start.
+    pub(crate) truncated: bool,
 }
 
 /// Sees every request start and finish. Must not block: it runs on the request's
@@ -167,6 +181,14 @@ pub struct Record {
 pub trait Observer: Send + Sync + 'static {
     fn started(&self) {}
     fn finished(&self, record: &Record);
+    /// Asked once per forwarded response, when its head is known (status,
+    /// decision, key, category are in `record`): should a copy of the start of
+    /// the body reach [`Observer::finished`] in `record.body`? Runs on the
+    /// request's task for every response, so it must be cheap (an atomic load);
+    /// `false` (the default) costs the body path nothing.
+    fn wants_body(&self, _record: &Record) -> bool {
+        false
+    }
 }
 
 /// An observer that does nothing.
@@ -223,6 +245,7 @@ impl Finish {
                 bytes_in: 0,
                 bytes_out: 0,
                 user_agent,
+                body: None,
             },
             counters: None,
             upstream_started: None,

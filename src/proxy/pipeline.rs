@@ -95,6 +95,11 @@ pub(crate) async fn handle(
                 || parts.status == StatusCode::NO_CONTENT
                 || parts.status == StatusCode::NOT_MODIFIED;
             let mut body = ResBody::stream(body, snap.config.timeouts.upstream_read);
+            // A copy of the body's start only when an observer wants this one
+            // (webhooks with include_body): one atomic load otherwise.
+            if snapshots.observer().wants_body(&fin.record) {
+                body.capture();
+            }
             body.attach(fin, bodiless);
             Response::from_parts(parts, body)
         }

@@ -1,14 +1,15 @@
 //! Test fixtures: a real upstream, the real gateway (in-process via [`Harness`] or
 //! as the spawned binary via [`Spawned`]), temporary config/keys files and their
 //! builders ([`TestConfig`], [`TestKeys`]), clients ([`Client`]: raw, keep-alive,
-//! h2; [`AdminClient`]), the CLI runner ([`cli`]) and waits with a deadline
-//! ([`wait_until`], [`Metrics`]).
+//! h2; [`AdminClient`]), the CLI runner ([`cli`]), a webhook receiver ([`receiver`]) and waits
+//! with a deadline ([`wait_until`], [`Metrics`]).
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 mod client;
 mod config;
 mod probe;
+pub mod receiver;
 
 pub use client::*;
 pub use config::*;

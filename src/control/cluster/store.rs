@@ -56,8 +56,8 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
-    pub(super) fn new(name: &str) -> Self {
-        let p = format!("kg:{{{name}}}");
+    pub(crate) fn new(name: &str) -> Self {
+        let p = crate::config::cluster::key_prefix(name);
         let k = |s: &str| format!("{p}:{s}");
         Self {
             epoch: k("epoch"),

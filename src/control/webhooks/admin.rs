@@ -57,6 +57,12 @@ impl From<StoreError> for Refusal {
                 m,
                 None,
             ),
+            StoreError::Unavailable(m) => Refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cluster_unavailable",
+                m,
+                None,
+            ),
         }
     }
 }
@@ -211,9 +217,25 @@ async fn route(
     }
 }
 
-async fn list(w: &Arc<Webhooks>) -> Answer {
+/// Every endpoint; in cluster mode, when Redis cannot answer, the ones this
+/// replica has in force (a read never fails for that; writes do).
+async fn load(w: &Arc<Webhooks>) -> Result<Vec<Endpoint>, Refusal> {
     let store = w.store.clone();
-    let all = blocking(move || store.load()).await?;
+    match tokio::task::spawn_blocking(move || store.load()).await {
+        Ok(Ok(all)) => Ok(all),
+        Ok(Err(StoreError::Unavailable(_))) if w.cluster.is_some() => Ok(w.endpoints_now()),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(Refusal(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the operation did not complete".into(),
+            None,
+        )),
+    }
+}
+
+async fn list(w: &Arc<Webhooks>) -> Answer {
+    let all = load(w).await?;
     let v: Vec<Value> = all.iter().map(Endpoint::view).collect();
     Ok(json_response(StatusCode::OK, &json!({ "webhooks": v })))
 }
@@ -224,16 +246,11 @@ async fn get(w: &Arc<Webhooks>, id: &str) -> Answer {
 }
 
 async fn find(w: &Arc<Webhooks>, id: &str) -> Result<Endpoint, Refusal> {
-    let store = w.store.clone();
-    let id = id.to_string();
-    blocking(move || {
-        store
-            .load()?
-            .into_iter()
-            .find(|e| e.id == id)
-            .ok_or(StoreError::NotFound(id))
-    })
-    .await
+    load(w)
+        .await?
+        .into_iter()
+        .find(|e| e.id == id)
+        .ok_or_else(|| StoreError::NotFound(id.to_string()).into())
 }
 
 async fn create(
@@ -281,7 +298,7 @@ async fn create(
         &e.id,
         &["url", "events", "description", "include_body", "enabled"],
     );
-    w.reload_endpoints();
+    w.refresh().await;
     let mut v = e.view();
     v["secret"] = json!(secret.expose());
     Ok(json_response(StatusCode::CREATED, &v))
@@ -333,7 +350,7 @@ async fn patch(
     })
     .await?;
     audit(&w.state_dir, actor, "webhook.edit", id, &fields);
-    w.reload_endpoints();
+    w.refresh().await;
     Ok(json_response(StatusCode::OK, &e.view()))
 }
 
@@ -352,8 +369,13 @@ async fn delete(w: &Arc<Webhooks>, actor: &str, id: &str) -> Answer {
     })
     .await?;
     audit(&w.state_dir, actor, "webhook.delete", id, &[]);
-    w.reload_endpoints();
+    w.refresh().await;
     worker::forget(w, id);
+    if let Some(r) = w.store.redis().cloned() {
+        let id2 = id.to_string();
+        // The endpoint is gone already; a log left behind is only untidy.
+        let _ = blocking(move || r.drop_log(&id2)).await;
+    }
     let mut r = Response::new(ResBody::empty());
     *r.status_mut() = StatusCode::NO_CONTENT;
     Ok(r)
@@ -379,7 +401,7 @@ async fn rotate(w: &Arc<Webhooks>, actor: &str, id: &str) -> Answer {
         id,
         &["secret"],
     );
-    w.reload_endpoints();
+    w.refresh().await;
     let mut v = e.view();
     v["secret"] = json!(secret.expose());
     Ok(json_response(StatusCode::OK, &v))
@@ -405,6 +427,18 @@ async fn test(w: &Arc<Webhooks>, id: &str) -> Answer {
 
 async fn deliveries(w: &Arc<Webhooks>, id: &str) -> Answer {
     find(w, id).await?;
+    // Cluster mode: the cluster's log and pending deliveries, from Redis.
+    if let Some(r) = w.store.redis().cloned() {
+        let id2 = id.to_string();
+        let (log, pending) = blocking(move || Ok((r.log(&id2)?, r.pending(&id2)?))).await?;
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "deliveries": log.iter().map(entry_view).collect::<Vec<_>>(),
+                "pending": pending.iter().map(pending_view).collect::<Vec<_>>(),
+            }),
+        ));
+    }
     let inner = w.inner.lock().unwrap_or_else(|p| p.into_inner());
     let log: Vec<Value> = match inner.logs.get(id) {
         Some(l) => l.iter().rev().map(entry_view).collect(),
@@ -439,20 +473,36 @@ fn pending(w: &Webhooks, id: &str) -> Vec<Value> {
         .keys_for(id)
         .iter()
         .filter_map(|k| inner.queue.get(k))
-        .map(|d| {
-            json!({
-                "event_id": d.event_id,
-                "type": d.kind,
-                "attempts": d.attempt,
-                "next_retry": crate::control::state_dir::format_ms(d.next_at),
-            })
-        })
+        .map(|d| pending_view(&d))
         .collect()
+}
+
+/// One pending delivery as the admin API shows it (`node`: the replica making
+/// the attempt now, cluster mode).
+fn pending_view(d: &super::queue::Delivery) -> Value {
+    let mut v = json!({
+        "event_id": d.event_id,
+        "type": d.kind,
+        "attempts": d.attempt,
+        "next_retry": crate::control::state_dir::format_ms(d.next_at),
+    });
+    if let Some(n) = &d.node {
+        v["node"] = json!(n);
+    }
+    v
 }
 
 async fn resend(w: &Arc<Webhooks>, actor: &str, id: &str, event_id: &str) -> Answer {
     find(w, id).await?;
-    if !worker::resend(w, id, event_id) {
+    let found = match w.store.redis().cloned() {
+        Some(r) => {
+            let (id2, ev2) = (id.to_string(), event_id.to_string());
+            let max = w.config().queue_max;
+            blocking(move || r.resend(&id2, &ev2, max, crate::control::webhooks::now_ms())).await?
+        }
+        None => worker::resend(w, id, event_id),
+    };
+    if !found {
         return Err(Refusal(
             StatusCode::NOT_FOUND,
             "delivery_not_found",

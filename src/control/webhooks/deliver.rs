@@ -19,6 +19,10 @@ use super::store::Endpoint;
 use super::target::{self, Answer};
 use super::{MAX_IN_FLIGHT, now_ms};
 
+/// Cluster mode: how long a delivery to an endpoint this replica does not know
+/// yet waits (the endpoints are followed every second).
+const UNKNOWN_ENDPOINT_WAIT_MS: i64 = 1000;
+
 pub(crate) struct Attempted {
     delivery: Delivery,
     result: Result<Answer, String>,
@@ -50,6 +54,15 @@ pub(crate) fn dispatch(
             .find(|e| e.id == d.endpoint_id)
             .cloned()
         else {
+            if w.cluster.is_some() {
+                // Cluster mode: made on another replica a moment ago and not
+                // followed here yet (a deleted one has no delivery left to
+                // wait): back to wait, uncounted, until it is.
+                inner
+                    .queue
+                    .retry(&key, d.attempt, now + UNKNOWN_ENDPOINT_WAIT_MS);
+                continue;
+            }
             // The endpoint was deleted: nothing to deliver to.
             inner.queue.remove(&key);
             continue;
@@ -67,7 +80,7 @@ pub(crate) fn dispatch(
             .unwrap_or(cfg.timeout);
         inner
             .queue
-            .retry(&key, d.attempt + 1, now + wait.as_millis() as i64);
+            .begin(&key, d.attempt + 1, now + wait.as_millis() as i64);
         inner.busy.insert(key.clone());
         let ts = now / 1000;
         let secrets = ep.signing_secrets(ts);
@@ -142,6 +155,7 @@ pub(crate) fn finish(w: &Webhooks, a: Attempted) {
         error,
         next_retry: None,
         body: Some(d.body.clone()),
+        node: None,
     };
     let mut failing_update: Option<Option<i64>> = None;
     let mut disable = false;
@@ -181,9 +195,7 @@ pub(crate) fn finish(w: &Webhooks, a: Attempted) {
     }
     w.log(&mut inner.logs, &d.endpoint_id, entry);
     if disable {
-        for k in inner.queue.keys_for(&d.endpoint_id) {
-            inner.queue.remove(&k);
-        }
+        inner.queue.forget_endpoint(&d.endpoint_id);
         let reason = format!(
             "failing since {} ({} or more): switched off; fix the receiver, then enable it again",
             ep.as_ref()
@@ -204,6 +216,7 @@ pub(crate) fn finish(w: &Webhooks, a: Attempted) {
             error: Some(reason.clone()),
             next_retry: None,
             body: None,
+            node: None,
         };
         w.log(&mut inner.logs, &d.endpoint_id, entry);
         if let Some(e) = inner.endpoints.iter_mut().find(|e| e.id == d.endpoint_id) {

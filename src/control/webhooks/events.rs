@@ -37,6 +37,9 @@ pub(crate) struct Event {
     pub(crate) kind: String,
     /// The serialised body.
     pub(crate) body: String,
+    /// The body for endpoints with `include_body`, when it differs (write
+    /// events that carry the response body).
+    pub(crate) with_body: Option<String>,
 }
 
 impl Event {
@@ -47,7 +50,44 @@ impl Event {
             id: new_event_id(),
             kind: kind.to_string(),
             body,
+            with_body: None,
         }
+    }
+
+    /// The body sent to an endpoint (with the response body when it asked).
+    pub(crate) fn body_for(&self, include_body: bool) -> &str {
+        match (&self.with_body, include_body) {
+            (Some(b), true) => b,
+            _ => &self.body,
+        }
+    }
+}
+
+/// Adds a response body to a write event's data: `body` (text when it is UTF-8,
+/// else base64, as `body_encoding` says), `body_truncated: true` when the body
+/// was longer than 64 KiB (or could not be kept).
+pub(crate) fn add_response_body(data: &mut Value, bytes: &[u8], truncated: bool) {
+    use base64::Engine;
+    // A body cut in the middle of a character is still text up to that point.
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => Some(t),
+        Err(e) if truncated && e.error_len().is_none() => {
+            std::str::from_utf8(&bytes[..e.valid_up_to()]).ok()
+        }
+        Err(_) => None,
+    };
+    match text {
+        Some(t) => {
+            data["body"] = json!(t);
+            data["body_encoding"] = json!("utf8");
+        }
+        None => {
+            data["body"] = json!(base64::engine::general_purpose::STANDARD.encode(bytes));
+            data["body_encoding"] = json!("base64");
+        }
+    }
+    if truncated {
+        data["body_truncated"] = json!(true);
     }
 }
 
@@ -376,8 +416,18 @@ pub(crate) fn actor_from_audit(state_dir: &Path, key_id: Option<&str>) -> String
     if f.read_to_string(&mut text).is_err() {
         return fallback();
     }
+    actor_from_lines(text.lines().rev(), key_id)
+}
+
+/// Who made the latest change to `key_id` (or the switch) in the last minute,
+/// from audit records newest first (the file's lines, or the cluster's audit
+/// stream); else `keys_file`.
+pub(crate) fn actor_from_lines<'a>(
+    lines: impl Iterator<Item = &'a str>,
+    key_id: Option<&str>,
+) -> String {
     let recent = OffsetDateTime::now_utc() - time::Duration::minutes(1);
-    for line in text.lines().rev() {
+    for line in lines {
         let Ok(v) = serde_json::from_str::<Value>(line) else {
             continue;
         };
@@ -396,7 +446,7 @@ pub(crate) fn actor_from_audit(state_dir: &Path, key_id: Option<&str>) -> String
             return a.to_string();
         }
     }
-    fallback()
+    "keys_file".to_string()
 }
 
 #[cfg(test)]
@@ -479,6 +529,25 @@ mod tests {
         assert_ne!(a, stable_id("e2", 3, 0, "key.created"));
         assert_ne!(a, stable_id("e1", 4, 0, "key.created"));
         assert_ne!(a, stable_id("e1", 3, 1, "key.created"));
+    }
+
+    #[test]
+    fn response_bodies_are_text_or_base64() {
+        let mut d = json!({});
+        add_response_body(&mut d, b"{\"id\":7}", false);
+        assert_eq!(d["body"], "{\"id\":7}");
+        assert_eq!(d["body_encoding"], "utf8");
+        assert!(d.get("body_truncated").is_none());
+        let mut d = json!({});
+        add_response_body(&mut d, &[0xff, 0x00, 0x01], false);
+        assert_eq!(d["body_encoding"], "base64");
+        assert_eq!(d["body"], "/wAB");
+        // Cut inside "é": the text up to the cut, marked truncated.
+        let mut d = json!({});
+        add_response_body(&mut d, &"abé".as_bytes()[..3], true);
+        assert_eq!(d["body"], "ab");
+        assert_eq!(d["body_encoding"], "utf8");
+        assert_eq!(d["body_truncated"], true);
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! `state_dir/webhooks/deliveries/<id>.jsonl` (read by `keygate webhooks
 //! deliveries` and after a restart). Lines keep the event body, for resend; the
 //! admin API and the CLI never show it. Written by the worker, not the request path.
+//! In cluster mode the log is the cluster's: a list in Redis (newest first), each
+//! entry naming the replica (`node`) that made the attempt.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, OpenOptions};
@@ -34,6 +36,9 @@ pub(crate) struct LogEntry {
     /// The body, for resend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) body: Option<String>,
+    /// Cluster mode: the replica that made the attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) node: Option<String>,
 }
 
 pub(crate) fn log_path(dir: &Path, endpoint_id: &str) -> PathBuf {
@@ -61,8 +66,20 @@ impl Webhooks {
         &self,
         logs: &mut HashMap<String, VecDeque<LogEntry>>,
         endpoint_id: &str,
-        entry: LogEntry,
+        mut entry: LogEntry,
     ) {
+        // Cluster mode: the log is the cluster's, in Redis (written by the pump).
+        if let Some(sh) = &self.cluster {
+            entry.node = Some(sh.node().to_string());
+            let json = serde_json::to_string(&entry).unwrap_or_default();
+            let log = logs.entry(endpoint_id.to_string()).or_default();
+            log.push_back(entry);
+            while log.len() > LOG_MAX {
+                log.pop_front();
+            }
+            sh.log(endpoint_id, json);
+            return;
+        }
         let dir = self.store.dir().to_path_buf();
         let log = logs
             .entry(endpoint_id.to_string())

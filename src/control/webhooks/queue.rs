@@ -35,6 +35,9 @@ pub(crate) struct Delivery {
     pub(crate) next_at: i64,
     /// Unix milliseconds when it was queued.
     pub(crate) created: i64,
+    /// Cluster mode: the replica making the attempt now (none while it waits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) node: Option<String>,
 }
 
 impl Delivery {
@@ -55,12 +58,22 @@ pub(crate) struct Full;
 pub(crate) trait DeliveryQueue: Send {
     /// Adds a delivery (or, if the same one is pending, makes it due at `next_at`).
     fn push(&mut self, d: Delivery) -> Result<(), Full>;
+    /// Adds a delivery that other replicas may add too (cluster mode: the first
+    /// one wins); alone, the same as [`DeliveryQueue::push`].
+    fn push_once(&mut self, d: Delivery) -> Result<(), Full> {
+        self.push(d)
+    }
     /// Up to `limit` deliveries due at `now`, oldest due first, skipping `busy` keys.
     fn due(&self, now: i64, limit: usize, busy: &dyn Fn(&str) -> bool) -> Vec<Delivery>;
     /// When the next delivery is due.
     fn next_due(&self) -> Option<i64>;
     /// Records a failed attempt and when to try again.
     fn retry(&mut self, key: &str, attempt: u32, next_at: i64);
+    /// An attempt starts: it is counted and the next one scheduled before it is
+    /// made, so an attempt cut off by a crash still keeps the schedule.
+    fn begin(&mut self, key: &str, attempt: u32, next_at: i64) {
+        self.retry(key, attempt, next_at);
+    }
     /// Removes a delivery (delivered, given up, or its endpoint gone).
     fn remove(&mut self, key: &str);
     fn len(&self) -> usize;
@@ -69,9 +82,15 @@ pub(crate) trait DeliveryQueue: Send {
     /// Keys of pending deliveries to one endpoint.
     fn keys_for(&self, endpoint_id: &str) -> Vec<String>;
     /// The pending delivery of `key`, if any.
-    fn get(&self, key: &str) -> Option<&Delivery>;
+    fn get(&self, key: &str) -> Option<Delivery>;
     /// Applies a new `queue_max` (a config reload); what is pending stays.
     fn set_limit(&mut self, max: usize);
+    /// Drops every pending delivery to one endpoint (deleted or disabled).
+    fn forget_endpoint(&mut self, endpoint_id: &str) {
+        for k in self.keys_for(endpoint_id) {
+            self.remove(&k);
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -267,8 +286,8 @@ impl DeliveryQueue for FileQueue {
             .collect()
     }
 
-    fn get(&self, key: &str) -> Option<&Delivery> {
-        self.pending.get(key)
+    fn get(&self, key: &str) -> Option<Delivery> {
+        self.pending.get(key).cloned()
     }
 
     fn set_limit(&mut self, max: usize) {
@@ -289,6 +308,7 @@ mod tests {
             attempt: 0,
             next_at,
             created: next_at,
+            node: None,
         }
     }
 

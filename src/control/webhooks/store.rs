@@ -1,90 +1,25 @@
 //! Webhook endpoints, kept in `state_dir/webhooks/endpoints.json` (mode 0600: it
-//! holds the signing secrets). Every change — admin API or CLI — goes through
-//! [`EndpointStore::modify`]: an exclusive lock on `endpoints.lock`, read, change,
-//! atomic write (the keys file's writer), and one audit record. A running gateway
-//! notices a change by the file's identity.
+//! holds the signing secrets), or in Redis in cluster mode
+//! ([`super::cluster::endpoints`]; the file is then the replica's last-good copy).
+//! Every change — admin API or CLI — goes through [`EndpointStore::modify`]: an
+//! exclusive lock on `endpoints.lock` (`:wh:lock` in Redis), read, change, atomic
+//! write (the keys file's writer), and one audit record. A running gateway
+//! notices a change by the file's identity (the version in Redis).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 
+use super::cluster::endpoints::RedisStore;
+pub(crate) use super::endpoint::{Endpoint, PreviousSecret, ROTATION_OVERLAP_SECS, StoreError};
 use super::events::now_rfc3339;
-use super::sign::SigningSecret;
 use crate::config::identity::{Identity, identity};
 use crate::keys::write::write_atomic;
-
-/// How long a rotated-out secret keeps signing.
-pub(crate) const ROTATION_OVERLAP_SECS: i64 = 24 * 3600;
-
-/// One endpoint, as stored.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Endpoint {
-    pub(crate) id: String,
-    pub(crate) url: String,
-    pub(crate) events: Vec<String>,
-    #[serde(default)]
-    pub(crate) description: Option<String>,
-    #[serde(default)]
-    pub(crate) include_body: bool,
-    pub(crate) enabled: bool,
-    pub(crate) secret: String,
-    /// The secret before the last rotation and until when (Unix seconds) it signs.
-    #[serde(default)]
-    pub(crate) previous_secret: Option<PreviousSecret>,
-    pub(crate) created_at: String,
-    /// Unix milliseconds of the first failure since the last success.
-    #[serde(default)]
-    pub(crate) failing_since: Option<i64>,
-    /// Why keygate switched it off (failing for too long).
-    #[serde(default)]
-    pub(crate) disabled_reason: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct PreviousSecret {
-    pub(crate) secret: String,
-    pub(crate) until: i64,
-}
-
-impl Endpoint {
-    /// What the admin API and the CLI show: never a secret.
-    pub(crate) fn view(&self) -> Value {
-        json!({
-            "id": self.id,
-            "url": self.url,
-            "events": self.events,
-            "description": self.description,
-            "include_body": self.include_body,
-            "enabled": self.enabled,
-            "created_at": self.created_at,
-            "failing_since": self.failing_since.map(crate::control::state_dir::format_ms),
-            "disabled_reason": self.disabled_reason,
-            "previous_secret_until": self.previous_secret.as_ref().map(|p| crate::control::state_dir::format_ms(p.until * 1000)),
-        })
-    }
-
-    /// The secrets that sign now: the current one, and the previous one during the
-    /// rotation overlap.
-    pub(crate) fn signing_secrets(&self, now_secs: i64) -> Vec<SigningSecret> {
-        let mut v = Vec::with_capacity(2);
-        if let Ok(s) = SigningSecret::parse(&self.secret) {
-            v.push(s);
-        }
-        if let Some(p) = &self.previous_secret
-            && p.until > now_secs
-            && let Ok(s) = SigningSecret::parse(&p.secret)
-        {
-            v.push(s);
-        }
-        v
-    }
-}
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,24 +27,64 @@ struct StoreFile {
     endpoints: Vec<Endpoint>,
 }
 
-/// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum StoreError {
-    #[error("no webhook endpoint {0:?}")]
-    NotFound(String),
-    #[error("{0}")]
-    Io(String),
-}
-
 #[derive(Debug, Clone)]
 pub(crate) struct EndpointStore {
     dir: PathBuf,
+    /// Cluster mode: the endpoints live in Redis.
+    redis: Option<Arc<RedisStore>>,
 }
 
 impl EndpointStore {
+    /// The store of `state_dir` alone.
     pub(crate) fn new(state_dir: &Path) -> Self {
         Self {
             dir: state_dir.join("webhooks"),
+            redis: None,
+        }
+    }
+
+    /// The store of this config: Redis when it has a `cluster:` section.
+    pub(crate) fn open(config: &crate::config::Config) -> Result<Self, String> {
+        let mut s = Self::new(&config.state_dir);
+        if let Some(c) = &config.cluster {
+            s.redis = Some(Arc::new(RedisStore::open(c)?));
+        }
+        Ok(s)
+    }
+
+    /// With the Redis store of a running gateway (one connection for both).
+    pub(crate) fn with_redis(state_dir: &Path, redis: Arc<RedisStore>) -> Self {
+        Self {
+            dir: state_dir.join("webhooks"),
+            redis: Some(redis),
+        }
+    }
+
+    /// Cluster mode: the Redis side (logs, pending deliveries, resend).
+    pub(crate) fn redis(&self) -> Option<&Arc<RedisStore>> {
+        self.redis.as_ref()
+    }
+
+    /// The last-good copy (cluster mode), read at start when Redis is not there.
+    pub(crate) fn load_copy(&self) -> Result<Vec<Endpoint>, StoreError> {
+        self.load_file()
+    }
+
+    /// Saves the endpoints the replica follows as its last-good copy.
+    pub(crate) fn save_copy(&self, endpoints: &[Endpoint]) {
+        let r = fs::create_dir_all(&self.dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                serde_json::to_string_pretty(&StoreFile {
+                    endpoints: endpoints.to_vec(),
+                })
+                .map_err(|e| e.to_string())
+            })
+            .and_then(|text| {
+                write_atomic(&self.path(), &format!("{text}\n")).map_err(|e| e.to_string())
+            });
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "cannot save the copy of the webhook endpoints");
         }
     }
 
@@ -126,7 +101,15 @@ impl EndpointStore {
         identity(&self.path())
     }
 
+    /// Every endpoint. Blocking (a file, or Redis).
     pub(crate) fn load(&self) -> Result<Vec<Endpoint>, StoreError> {
+        match &self.redis {
+            Some(r) => r.load(),
+            None => self.load_file(),
+        }
+    }
+
+    fn load_file(&self) -> Result<Vec<Endpoint>, StoreError> {
         match fs::read_to_string(self.path()) {
             Ok(t) => serde_json::from_str::<StoreFile>(&t)
                 .map(|f| f.endpoints)
@@ -141,6 +124,9 @@ impl EndpointStore {
         &self,
         f: impl FnOnce(&mut Vec<Endpoint>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        if let Some(r) = &self.redis {
+            return r.modify(f);
+        }
         fs::create_dir_all(&self.dir)
             .map_err(|e| StoreError::Io(format!("{}: {e}", self.dir.display())))?;
         let lock_path = self.dir.join("endpoints.lock");
@@ -153,7 +139,7 @@ impl EndpointStore {
             .map_err(|e| StoreError::Io(format!("{}: {e}", lock_path.display())))?;
         lock.lock()
             .map_err(|e| StoreError::Io(format!("{}: {e}", lock_path.display())))?;
-        let mut endpoints = self.load()?;
+        let mut endpoints = self.load_file()?;
         let out = f(&mut endpoints)?;
         let text = serde_json::to_string_pretty(&StoreFile { endpoints })
             .map_err(|e| StoreError::Io(e.to_string()))?;
@@ -228,6 +214,7 @@ pub(crate) fn audit(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::webhooks::sign::SigningSecret;
 
     fn tmp() -> PathBuf {
         let p = std::env::temp_dir().join(format!("kg-wh-store-{}", new_endpoint_id()));

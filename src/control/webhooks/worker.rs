@@ -35,6 +35,8 @@ pub(crate) struct RequestSeen {
     pub(crate) seen: Seen,
     pub(crate) category: Option<Arc<str>>,
     pub(crate) request_id: String,
+    /// The response body's start, when an `include_body` endpoint wanted it.
+    pub(crate) body: Option<crate::observe::record::CapturedBody>,
 }
 
 impl RequestSeen {
@@ -54,6 +56,7 @@ impl RequestSeen {
             },
             category: r.category.clone(),
             request_id: r.request_id.to_str().unwrap_or("").to_string(),
+            body: r.body.clone(),
         }
     }
 }
@@ -82,29 +85,33 @@ impl Inner {
 impl Webhooks {
     /// Queues `event` for `only`, or for every enabled endpoint that subscribes.
     pub(crate) fn fan_out(&self, event: &Event, only: Option<&str>) -> usize {
-        let now = now_ms();
+        self.fan_out_with(event, only, false)
+    }
+
+    /// As [`Webhooks::fan_out`], for an event several replicas may see (cluster
+    /// mode: only the first one queues it; it needs a stable id).
+    pub(crate) fn fan_out_once(&self, event: &Event) -> usize {
+        self.fan_out_with(event, None, true)
+    }
+
+    /// The deliveries of `event`: to `only`, or to every enabled endpoint that
+    /// subscribes.
+    pub(crate) fn deliveries_for(&self, event: &Event, only: Option<&str>) -> Vec<Delivery> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        deliveries_to(event, &inner.endpoints, only)
+    }
+
+    fn fan_out_with(&self, event: &Event, only: Option<&str>, once: bool) -> usize {
+        let deliveries = self.deliveries_for(event, only);
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let targets: Vec<String> = inner
-            .endpoints
-            .iter()
-            .filter(|e| match only {
-                Some(id) => e.id == id,
-                None => e.enabled && events::any_matches(&e.events, &event.kind),
-            })
-            .map(|e| e.id.clone())
-            .collect();
         let mut queued = 0;
-        for id in targets {
-            let d = Delivery {
-                endpoint_id: id,
-                event_id: event.id.clone(),
-                kind: event.kind.clone(),
-                body: event.body.clone(),
-                attempt: 0,
-                next_at: now,
-                created: now,
+        for d in deliveries {
+            let r = if once {
+                inner.queue.push_once(d)
+            } else {
+                inner.queue.push(d)
             };
-            match inner.queue.push(d) {
+            match r {
                 Ok(()) => queued += 1,
                 Err(_) => self.metrics.dropped.inc(),
             }
@@ -115,6 +122,33 @@ impl Webhooks {
         }
         queued
     }
+}
+
+/// The deliveries of `event` to `endpoints`: to `only`, or to every enabled one
+/// that subscribes.
+pub(crate) fn deliveries_to(
+    event: &Event,
+    endpoints: &[Endpoint],
+    only: Option<&str>,
+) -> Vec<Delivery> {
+    let now = now_ms();
+    endpoints
+        .iter()
+        .filter(|e| match only {
+            Some(id) => e.id == id,
+            None => e.enabled && events::any_matches(&e.events, &event.kind),
+        })
+        .map(|e| Delivery {
+            endpoint_id: e.id.clone(),
+            event_id: event.id.clone(),
+            kind: event.kind.clone(),
+            body: event.body_for(e.include_body).to_string(),
+            attempt: 0,
+            next_at: now,
+            created: now,
+            node: None,
+        })
+        .collect()
 }
 
 /// Runs until `stop` turns true.
@@ -128,7 +162,10 @@ pub(crate) async fn run(
     let mut tasks: HashMap<tokio::task::Id, String> = HashMap::new();
     let mut expired: Option<HashSet<String>> = None;
     let mut last_housekeeping = std::time::Instant::now() - HOUSEKEEPING;
-    catch_up(&w);
+    // Cluster mode: key events come from the shared store (cluster::keyevents).
+    if w.cluster.is_none() {
+        catch_up(&w);
+    }
     let tls = match crate::server::tls::upstream_client_config(None) {
         Ok(c) => Some(Arc::new(c)),
         Err(e) => {
@@ -198,6 +235,10 @@ fn handle_job(w: &Webhooks, job: Job, detector: &mut Detector) {
             snapshots_changed(w, &old, &new);
         }
         Job::Request(r) => {
+            if let Some(b) = &r.body {
+                w.body_bytes
+                    .fetch_sub(b.bytes.len(), std::sync::atomic::Ordering::AcqRel);
+            }
             let shared = w.shared();
             let exists = |id: &str| {
                 shared
@@ -220,21 +261,33 @@ fn handle_job(w: &Webhooks, job: Job, detector: &mut Detector) {
                     "key": r.seen.key.as_ref().map(|(id, name)| json!({"id": id, "name": name})),
                     "request_id": r.request_id,
                 });
-                w.fan_out(&Event::new(&kind, data), None);
+                let mut event = Event::new(&kind, data.clone());
+                if let Some(b) = &r.body {
+                    let mut with = data;
+                    events::add_response_body(&mut with, &b.bytes, b.truncated);
+                    let mut full =
+                        serde_json::from_str::<serde_json::Value>(&event.body).unwrap_or_default();
+                    full["data"] = with;
+                    event.with_body = Some(full.to_string());
+                }
+                w.fan_out(&event, None);
             }
         }
     }
 }
 
 fn housekeeping(w: &Webhooks, expired: &mut Option<HashSet<String>>, detector: &mut Detector) {
-    // Endpoints changed by another process (the CLI) or by the admin API.
-    let version = w.store.identity();
-    let changed = {
-        let inner = w.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.endpoints_version != version
-    };
-    if changed {
-        w.reload_endpoints();
+    // Endpoints changed by another process (the CLI) or by the admin API; in
+    // cluster mode the pump follows them in Redis.
+    if w.cluster.is_none() {
+        let version = w.store.identity();
+        let changed = {
+            let inner = w.inner.lock().unwrap_or_else(|p| p.into_inner());
+            inner.endpoints_version != version
+        };
+        if changed {
+            w.reload_endpoints();
+        }
     }
     let cfg = w.config();
     detector.set_config(cfg.failing);
@@ -258,6 +311,7 @@ fn housekeeping(w: &Webhooks, expired: &mut Option<HashSet<String>>, detector: &
                     id: req.event_id,
                     kind: req.kind,
                     body: req.body,
+                    with_body: None,
                 };
                 w.fan_out(&event, Some(&req.endpoint_id));
             }
@@ -277,7 +331,15 @@ fn housekeeping(w: &Webhooks, expired: &mut Option<HashSet<String>>, detector: &
         for k in snap.keys.iter().filter(|k| k.is_expired(now)) {
             if seen.insert(k.id.as_str().to_string()) {
                 let data = events::key_data(k, &snap.config.policy, "expiry");
-                w.fan_out(&Event::new("key.expired", data), None);
+                let mut event = Event::new("key.expired", data);
+                if w.cluster.is_some() {
+                    // Every replica sees the expiry: one id, the first one queues it.
+                    let at = k.expires_at.map(|t| t.unix_timestamp()).unwrap_or(0);
+                    event.id = events::stable_id("expired", at.unsigned_abs(), 0, k.id.as_str());
+                    w.fan_out_once(&event);
+                } else {
+                    w.fan_out(&event, None);
+                }
             }
         }
     }
@@ -306,9 +368,7 @@ fn update_gauges(w: &Webhooks) {
 /// Forgets a deleted endpoint: its pending deliveries and its log.
 pub(crate) fn forget(w: &Webhooks, endpoint_id: &str) {
     let mut inner = w.inner.lock().unwrap_or_else(|p| p.into_inner());
-    for k in inner.queue.keys_for(endpoint_id) {
-        inner.queue.remove(&k);
-    }
+    inner.queue.forget_endpoint(endpoint_id);
     inner.logs.remove(endpoint_id);
     drop(inner);
     let _ = fs::remove_file(log_path(w.store.dir(), endpoint_id));
@@ -318,7 +378,7 @@ pub(crate) fn forget(w: &Webhooks, endpoint_id: &str) {
 pub(crate) fn resend(w: &Webhooks, endpoint_id: &str, event_id: &str) -> bool {
     let key = delivery_key(endpoint_id, event_id);
     let mut inner = w.inner.lock().unwrap_or_else(|p| p.into_inner());
-    let found = inner.queue.get(&key).cloned().or_else(|| {
+    let found = inner.queue.get(&key).or_else(|| {
         let dir = w.store.dir().to_path_buf();
         let log = inner
             .logs
@@ -336,6 +396,7 @@ pub(crate) fn resend(w: &Webhooks, endpoint_id: &str, event_id: &str) -> bool {
                     attempt: 0,
                     next_at: 0,
                     created: now_ms(),
+                    node: None,
                 })
             })
     });
