@@ -32,7 +32,13 @@ pub(crate) fn build(
         &config.rate_limit.per_key,
     );
     let prev_keys = previous.map(|p| &p.keys);
+    let mut digest = None;
     let keys = match keys {
+        KeysInput::File(p) => {
+            let (set, _, d) = KeySet::build_from_file(p, policy, rate, prev_keys)?;
+            digest = Some(d);
+            set
+        }
         KeysInput::Text(t) => KeySet::build_from_text(path, t, policy, rate, prev_keys)?.0,
         KeysInput::Parsed(f) => KeySet::build(path, f, policy, rate, prev_keys)?,
     };
@@ -60,7 +66,7 @@ pub(crate) fn build(
         config,
         keys,
         keys_identity: None,
-        keys_digest: None,
+        keys_digest: digest,
         ip_limiter,
         client,
     })
@@ -92,7 +98,9 @@ pub(crate) fn load(
     let loaded = KeySource::from_config(&config).load()?;
     let mut snap = build(Arc::new(config), loaded.keys.input(), previous)?;
     snap.keys_identity = loaded.version;
-    snap.keys_digest = Some(loaded.digest);
+    if loaded.digest.is_some() {
+        snap.keys_digest = loaded.digest;
+    }
     Ok((snap, notes))
 }
 
@@ -216,7 +224,9 @@ impl Reloader {
         self.metrics.reload(ReloadWhat::Keys, result.is_ok());
         let (mut snap, loaded) = result?;
         snap.keys_identity = loaded.version;
-        snap.keys_digest = Some(loaded.digest);
+        if loaded.digest.is_some() {
+            snap.keys_digest = loaded.digest;
+        }
         let n = snap.keys.len();
         self.swap(&old, snap);
         Ok(n)

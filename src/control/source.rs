@@ -28,6 +28,8 @@ pub(crate) enum KeySource {
 /// [`crate::keys::store::KeySet::build_from_text`]) or an already parsed set.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum KeysInput<'a> {
+    /// keys.yaml, read a line at a time while the set is built.
+    File(&'a std::path::Path),
     Text(&'a str),
     Parsed(&'a KeysFile),
 }
@@ -35,14 +37,14 @@ pub(crate) enum KeysInput<'a> {
 /// What [`KeySource::load`] read.
 #[derive(Debug)]
 pub(crate) enum Read {
-    Text(String),
+    File(PathBuf),
     Parsed(KeysFile),
 }
 
 impl Read {
     pub(crate) fn input(&self) -> KeysInput<'_> {
         match self {
-            Self::Text(t) => KeysInput::Text(t),
+            Self::File(p) => KeysInput::File(p),
             Self::Parsed(f) => KeysInput::Parsed(f),
         }
     }
@@ -55,8 +57,9 @@ pub(crate) struct Loaded {
     /// Taken before reading, so a change racing the read is seen as a new version.
     pub(crate) version: Option<Identity>,
     /// SHA-256 of the content read: catches a change no timestamp shows (a
-    /// same-size edit within one mtime tick, a restored mtime).
-    pub(crate) digest: [u8; 32],
+    /// same-size edit within one mtime tick, a restored mtime). For a file it is
+    /// taken while the set is built from it (the snapshot's `keys_digest`).
+    pub(crate) digest: Option<[u8; 32]>,
 }
 
 impl KeySource {
@@ -93,22 +96,15 @@ impl KeySource {
                 Some(last_good) => Ok(Loaded {
                     keys: Read::Parsed(last_good.file),
                     version: None,
-                    digest: [0; 32],
+                    digest: Some([0; 32]),
                 }),
                 None => Self::File(keys_file.clone()).load(),
             },
-            Self::File(path) => {
-                let version = identity(path);
-                let text =
-                    std::fs::read_to_string(path).map_err(|e| LoadError::unreadable(path, &e))?;
-                let digest = Sha256::digest(text.as_bytes()).into();
-                crate::keys::file::refuse_blank(path, &text)?;
-                Ok(Loaded {
-                    keys: Read::Text(text),
-                    version,
-                    digest,
-                })
-            }
+            Self::File(path) => Ok(Loaded {
+                version: identity(path),
+                keys: Read::File(path.clone()),
+                digest: None,
+            }),
         }
     }
 

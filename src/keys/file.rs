@@ -111,17 +111,19 @@ impl KeysFile {
 
     pub(crate) fn parse(path: &Path, text: &str) -> Result<Self, LoadError> {
         refuse_blank(path, text)?;
-        if let Some(split) = Split::of(text) {
-            let mut keys = Vec::with_capacity(split.items.len());
-            if let Ok(mut file) = split.each(|_, e| {
-                keys.push(e);
-                Ok::<(), ()>(())
-            }) {
+        let mut keys = Vec::new();
+        let read = Pieces::new(|_, _, e| {
+            keys.push(e);
+            Ok::<(), ()>(())
+        })
+        .text(text);
+        match read {
+            Ok(mut file) => {
                 file.keys = keys;
-                return Ok(file);
+                Ok(file)
             }
+            Err(_) => Self::parse_whole(path, text),
         }
-        Self::parse_whole(path, text)
     }
 
     /// The whole document at once: the reference reading (and the one whose errors
@@ -159,28 +161,197 @@ pub(crate) fn refuse_blank(path: &Path, text: &str) -> Result<(), LoadError> {
 /// stays well under a megabyte.
 const ENTRIES_PER_PIECE: usize = 256;
 
-/// keys.yaml cut into pieces that parse alone: the top-level fields (the `keys:`
-/// block blanked out) and runs of the block list's items.
+/// Why a piecewise read stopped.
+#[derive(Debug)]
+pub(crate) enum Stop<E> {
+    /// The layout is not one that is cut, or a piece did not parse alone: read
+    /// the whole document instead (it gives the reference answer and its errors).
+    Whole,
+    /// The callback's error (reported once every piece has parsed).
+    Each(E),
+    /// The text could not be read.
+    Io(std::io::Error),
+}
+
+/// keys.yaml read in pieces that parse alone, line by line: the top-level fields
+/// (the `keys:` block blanked out) and runs of the block list's items, so neither
+/// the whole text nor the whole parse is ever held.
 ///
 /// YAML's block structure is indentation: the text from one `- ` at the list's
 /// column to the next is exactly one item, so each run parses to the items the
 /// whole document holds. What could make a piece mean something else makes it
 /// fail instead (an alias to an anchor in another piece, a construct spanning a
-/// cut), and any failure sends the caller back to [`KeysFile::parse_whole`], so the
-/// pieces are only ever a cheaper route to the same answer. Layouts not cut at all:
-/// a flow list (`keys: [...]`), more than one `keys:`, directives and document
-/// markers.
-pub(crate) struct Split<'a> {
-    text: &'a str,
+/// cut), and any failure is [`Stop::Whole`]: the pieces are only ever a cheaper
+/// route to the same answer. Layouts not cut at all: a flow list (`keys: [...]`),
+/// more than one `keys:`, directives and document markers, a file without keys.
+pub(crate) struct Pieces<E, F> {
+    each: F,
     /// The document without the `keys:` block, lines kept (for error positions).
     header: String,
-    /// Byte range of each item.
-    pub(crate) items: Vec<std::ops::Range<usize>>,
-    /// Line and column of each item.
+    /// The current run of items, and how many it holds.
+    run: String,
+    run_items: usize,
+    /// Items handed to `each` so far.
+    done: usize,
     positions: Vec<(usize, usize)>,
+    keys_lines: usize,
+    in_keys: bool,
+    indent: Option<usize>,
+    line_no: usize,
+    failed: Option<E>,
 }
 
-/// The top-level fields of keys.yaml (what [`Split`]'s header holds).
+impl<E, F: FnMut(usize, (usize, usize), KeyEntry) -> Result<(), E>> Pieces<E, F> {
+    pub(crate) fn new(each: F) -> Self {
+        Self {
+            each,
+            header: String::new(),
+            run: String::new(),
+            run_items: 0,
+            done: 0,
+            positions: Vec::new(),
+            keys_lines: 0,
+            in_keys: false,
+            indent: None,
+            line_no: 0,
+            failed: None,
+        }
+    }
+
+    /// Reads all of `text`.
+    pub(crate) fn text(mut self, text: &str) -> Result<KeysFile, Stop<E>> {
+        for line in text.split_inclusive('\n') {
+            self.line(line)?;
+        }
+        self.finish()
+    }
+
+    /// Reads everything `r` gives, also returning the SHA-256 of the bytes read.
+    pub(crate) fn reader(
+        mut self,
+        mut r: impl std::io::BufRead,
+    ) -> Result<(KeysFile, [u8; 32]), Stop<E>> {
+        use sha2::{Digest, Sha256};
+        let mut digest = Sha256::new();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if r.read_line(&mut line).map_err(Stop::Io)? == 0 {
+                break;
+            }
+            digest.update(line.as_bytes());
+            self.line(&line)?;
+        }
+        Ok((self.finish()?, digest.finalize().into()))
+    }
+
+    /// One line, with its line feed.
+    fn line(&mut self, line: &str) -> Result<(), Stop<E>> {
+        self.line_no += 1;
+        let content = line.trim_end_matches(['\n', '\r']);
+        let trimmed = content.trim_start();
+        let col = content.len() - trimmed.len();
+        if col == 0
+            && (trimmed.starts_with('%')
+                || trimmed.starts_with("---")
+                || trimmed.starts_with("..."))
+        {
+            return Err(Stop::Whole);
+        }
+        let top_level = col == 0
+            && !trimmed.is_empty()
+            && !trimmed.starts_with('#')
+            && !trimmed.starts_with('-');
+        if top_level {
+            self.in_keys = false;
+            if let Some(rest) = trimmed.strip_prefix("keys:") {
+                let rest = rest.trim_start();
+                if !(rest.is_empty() || rest.starts_with('#')) {
+                    return Err(Stop::Whole); // `keys: [...]`, `keys: []`
+                }
+                self.keys_lines += 1;
+                if self.keys_lines > 1 {
+                    return Err(Stop::Whole);
+                }
+                self.in_keys = true;
+                self.header.push('\n');
+                return Ok(());
+            }
+        }
+        if !self.in_keys {
+            self.header.push_str(content);
+            self.header.push('\n');
+            return Ok(());
+        }
+        self.header.push('\n');
+        let item =
+            (trimmed == "-" || trimmed.starts_with("- ")) && self.indent.is_none_or(|i| i == col);
+        if item {
+            self.indent = Some(col);
+            if self.run_items == ENTRIES_PER_PIECE {
+                self.parse_run()?;
+            }
+            self.run_items += 1;
+            self.positions.push((self.line_no, col + 1));
+        } else if self.run_items == 0 && self.done == 0 {
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                return Ok(());
+            }
+            return Err(Stop::Whole); // something between `keys:` and its first item
+        }
+        self.run.push_str(line);
+        Ok(())
+    }
+
+    /// Parses the current run and hands its items on.
+    fn parse_run(&mut self) -> Result<(), Stop<E>> {
+        if self.run_items == 0 {
+            return Ok(());
+        }
+        let entries: Vec<KeyEntry> = serde_yaml::from_str(&self.run).map_err(|_| Stop::Whole)?;
+        if entries.len() != self.run_items {
+            return Err(Stop::Whole);
+        }
+        for e in entries {
+            let at = self.positions.get(self.done).copied().unwrap_or_default();
+            if self.failed.is_none()
+                && let Err(err) = (self.each)(self.done, at, e)
+            {
+                self.failed = Some(err);
+            }
+            self.done += 1;
+        }
+        self.run.clear();
+        self.run_items = 0;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<KeysFile, Stop<E>> {
+        if self.keys_lines != 1 {
+            return Err(Stop::Whole);
+        }
+        self.parse_run()?;
+        let header: Header = if self.header.trim().is_empty() {
+            Header {
+                api_enabled: true,
+                revision: None,
+            }
+        } else {
+            serde_yaml::from_str(&self.header).map_err(|_| Stop::Whole)?
+        };
+        if let Some(e) = self.failed {
+            return Err(Stop::Each(e));
+        }
+        Ok(KeysFile {
+            api_enabled: header.api_enabled,
+            keys: Vec::new(),
+            revision: header.revision,
+            entry_positions: self.positions,
+        })
+    }
+}
+
+/// The top-level fields of keys.yaml (what [`Pieces`]'s header holds).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Header {
@@ -188,126 +359,6 @@ struct Header {
     api_enabled: bool,
     #[serde(default)]
     revision: Option<u64>,
-}
-
-impl<'a> Split<'a> {
-    pub(crate) fn of(text: &'a str) -> Option<Self> {
-        let mut header = String::with_capacity(1024);
-        let mut items: Vec<std::ops::Range<usize>> = Vec::new();
-        let mut positions = Vec::new();
-        let mut keys_lines = 0;
-        let mut in_keys = false;
-        let mut indent: Option<usize> = None;
-        let mut offset = 0;
-        for (n, line) in text.split_inclusive('\n').enumerate() {
-            let start = offset;
-            offset += line.len();
-            let content = line.trim_end_matches(['\n', '\r']);
-            let trimmed = content.trim_start();
-            let col = content.len() - trimmed.len();
-            if col == 0
-                && (trimmed.starts_with('%')
-                    || trimmed.starts_with("---")
-                    || trimmed.starts_with("..."))
-            {
-                return None;
-            }
-            let top_level = col == 0
-                && !trimmed.is_empty()
-                && !trimmed.starts_with('#')
-                && !trimmed.starts_with('-');
-            if top_level {
-                in_keys = false;
-                if let Some(rest) = trimmed.strip_prefix("keys:") {
-                    let rest = rest.trim_start();
-                    if !(rest.is_empty() || rest.starts_with('#')) {
-                        return None; // `keys: [...]`, `keys: []`: read whole
-                    }
-                    keys_lines += 1;
-                    in_keys = true;
-                    header.push('\n');
-                    continue;
-                }
-            }
-            if in_keys {
-                if (trimmed == "-" || trimmed.starts_with("- ")) && indent.is_none_or(|i| i == col)
-                {
-                    indent = Some(col);
-                    if let Some(last) = items.last_mut() {
-                        last.end = start;
-                    }
-                    items.push(start..offset);
-                    positions.push((n + 1, col + 1));
-                } else if let Some(last) = items.last_mut() {
-                    last.end = offset;
-                } else if !(trimmed.is_empty() || trimmed.starts_with('#')) {
-                    return None; // something between `keys:` and its first item
-                }
-                header.push('\n');
-            } else {
-                header.push_str(content);
-                header.push('\n');
-            }
-        }
-        (keys_lines == 1).then_some(Self {
-            text,
-            header,
-            items,
-            positions,
-        })
-    }
-
-    /// Line and column of each item.
-    pub(crate) fn positions(&self) -> &[(usize, usize)] {
-        &self.positions
-    }
-
-    /// Parses the header, then each item in order, handing it to `each` with its
-    /// index. `Err(None)` means a piece did not parse alone (read the whole file
-    /// instead); `Err(Some(e))` is `each`'s error. Once `each` has failed, the rest
-    /// is still parsed, so a syntax error anywhere wins as it would in a whole read.
-    pub(crate) fn each<E>(
-        &self,
-        mut each: impl FnMut(usize, KeyEntry) -> Result<(), E>,
-    ) -> Result<KeysFile, Option<E>> {
-        let header: Header = if self.header.trim().is_empty() {
-            Header {
-                api_enabled: true,
-                revision: None,
-            }
-        } else {
-            serde_yaml::from_str(&self.header).map_err(|_| None)?
-        };
-        let mut failed = None;
-        let mut i = 0;
-        for run in self.items.chunks(ENTRIES_PER_PIECE) {
-            let (Some(first), Some(last)) = (run.first(), run.last()) else {
-                continue;
-            };
-            let piece = &self.text[first.start..last.end];
-            let entries: Vec<KeyEntry> = serde_yaml::from_str(piece).map_err(|_| None)?;
-            if entries.len() != run.len() {
-                return Err(None);
-            }
-            for e in entries {
-                if failed.is_none()
-                    && let Err(err) = each(i, e)
-                {
-                    failed = Some(err);
-                }
-                i += 1;
-            }
-        }
-        if let Some(e) = failed {
-            return Err(Some(e));
-        }
-        Ok(KeysFile {
-            api_enabled: header.api_enabled,
-            keys: Vec::new(),
-            revision: header.revision,
-            entry_positions: self.positions.clone(),
-        })
-    }
 }
 
 /// Line and column of each `- ` item of the top-level block list `keys:`.
@@ -346,14 +397,13 @@ mod tests {
     }
 
     fn piecewise(t: &str) -> Option<String> {
-        let split = Split::of(t)?;
         let mut keys = Vec::new();
-        let f = split
-            .each(|_, e| {
-                keys.push(e);
-                Ok::<(), ()>(())
-            })
-            .ok()?;
+        let f = Pieces::new(|_, _, e| {
+            keys.push(e);
+            Ok::<(), ()>(())
+        })
+        .text(t)
+        .ok()?;
         Some(format!(
             "{:?}",
             Ok::<_, LoadError>((f.api_enabled, f.revision, keys))
@@ -389,7 +439,7 @@ mod tests {
             "%YAML 1.2\n---\nkeys:\n- id: a\n",
             "keys:\n- id: a\nkeys:\n- id: b\n",
         ] {
-            assert!(Split::of(t).is_none(), "{t}");
+            assert!(piecewise(t).is_none(), "{t}");
         }
         // Cut, but a piece does not parse alone: the caller reads the whole.
         let mut alias = String::from("keys:\n- &k {id: a, name: A}\n");

@@ -15,7 +15,9 @@ use http::HeaderValue;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::file::{KeyEntry, KeyRateFile, KeysFile, Split, refuse_blank};
+use sha2::Digest;
+
+use super::file::{KeyEntry, KeyRateFile, KeysFile, Pieces, Stop, refuse_blank};
 use super::{KeyHash, KeyId, Level, validate_name, validate_operator_secret};
 use crate::config::LoadError;
 use crate::policy::{CategoryId, Policy};
@@ -194,7 +196,7 @@ pub(crate) struct Builder<'a> {
     policy: &'a Policy,
     default_rate: &'a Rate,
     previous: Option<&'a KeySet>,
-    positions: &'a [(usize, usize)],
+    positions: Vec<(usize, usize)>,
     set: KeySet,
     /// Ids so far (the set's own list is sorted only at the end).
     ids: HashSet<KeyId>,
@@ -217,7 +219,7 @@ impl<'a> Builder<'a> {
             policy,
             default_rate,
             previous,
-            positions: &[],
+            positions: Vec::new(),
             set: KeySet {
                 by_hash,
                 by_id: Vec::with_capacity(capacity),
@@ -229,16 +231,26 @@ impl<'a> Builder<'a> {
     }
 
     /// Where each entry starts, for errors that name a line.
-    pub(crate) fn positions(&mut self, positions: &'a [(usize, usize)]) {
-        self.positions = positions;
+    pub(crate) fn positions(&mut self, positions: &[(usize, usize)]) {
+        self.positions = positions.to_vec();
     }
 
     /// Validates entry `i` and adds it.
     pub(crate) fn add(&mut self, i: usize, e: &KeyEntry) -> Result<(), LoadError> {
+        self.add_at(i, self.positions.get(i).copied(), e)
+    }
+
+    /// As [`Self::add`], the entry starting at `at` (line, column).
+    pub(crate) fn add_at(
+        &mut self,
+        i: usize,
+        at: Option<(usize, usize)>,
+        e: &KeyEntry,
+    ) -> Result<(), LoadError> {
         let policy = self.policy;
         let err = |m: String| LoadError {
             file: self.path.to_path_buf(),
-            line: self.positions.get(i).copied(),
+            line: at,
             message: format!("keys[{i}] (id {}): {m}", e.id),
             unreadable: false,
         };
@@ -371,7 +383,7 @@ impl KeySet {
     }
 
     /// Parses keys.yaml text and builds the set, entry by entry where the file's
-    /// layout allows ([`Split`]): the parsed entries are never all held at once.
+    /// layout allows ([`Pieces`]): the parsed entries are never all held at once.
     pub(crate) fn build_from_text(
         path: &Path,
         text: &str,
@@ -380,16 +392,57 @@ impl KeySet {
         previous: Option<&KeySet>,
     ) -> Result<(Self, Option<u64>), LoadError> {
         refuse_blank(path, text)?;
-        if let Some(split) = Split::of(text) {
-            let mut b = Builder::new(path, policy, default_rate, previous, split.items.len());
-            let positions = split.positions();
-            b.positions(positions);
-            match split.each(|i, e| b.add(i, &e)) {
-                Ok(header) => return b.finish(header.api_enabled).map(|s| (s, header.revision)),
-                Err(Some(e)) => return Err(e),
-                Err(None) => {} // read whole, below
+        let mut b = Builder::new(path, policy, default_rate, previous, 0);
+        let read = Pieces::new(|i, at, e: KeyEntry| b.add_at(i, Some(at), &e)).text(text);
+        match read {
+            Ok(header) => {
+                b.positions = header.entry_positions;
+                b.finish(header.api_enabled).map(|s| (s, header.revision))
+            }
+            Err(Stop::Each(e)) => Err(e),
+            Err(_) => Self::build_whole(path, text, policy, default_rate, previous),
+        }
+    }
+
+    /// As [`Self::build_from_text`], reading the file a line at a time (the text
+    /// is never held whole either). Also returns the content's SHA-256.
+    pub(crate) fn build_from_file(
+        path: &Path,
+        policy: &Policy,
+        default_rate: &Rate,
+        previous: Option<&KeySet>,
+    ) -> Result<(Self, Option<u64>, [u8; 32]), LoadError> {
+        let file = std::fs::File::open(path).map_err(|e| LoadError::unreadable(path, &e))?;
+        let r = std::io::BufReader::with_capacity(64 * 1024, file);
+        let mut b = Builder::new(path, policy, default_rate, previous, 0);
+        let read = Pieces::new(|i, at, e: KeyEntry| b.add_at(i, Some(at), &e)).reader(r);
+        match read {
+            Ok((header, digest)) if !header.entry_positions.is_empty() => {
+                b.positions = header.entry_positions;
+                b.finish(header.api_enabled)
+                    .map(|s| (s, header.revision, digest))
+            }
+            Err(Stop::Each(e)) => Err(e),
+            Err(Stop::Io(e)) => Err(LoadError::unreadable(path, &e)),
+            // Read whole: an unusual layout, or a file with no items (blank?).
+            Ok(_) | Err(Stop::Whole) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| LoadError::unreadable(path, &e))?;
+                let digest = sha2::Sha256::digest(text.as_bytes()).into();
+                let (set, rev) =
+                    Self::build_from_text(path, &text, policy, default_rate, previous)?;
+                Ok((set, rev, digest))
             }
         }
+    }
+
+    fn build_whole(
+        path: &Path,
+        text: &str,
+        policy: &Policy,
+        default_rate: &Rate,
+        previous: Option<&KeySet>,
+    ) -> Result<(Self, Option<u64>), LoadError> {
         let file = KeysFile::parse_whole(path, text)?;
         Self::build(path, &file, policy, default_rate, previous).map(|s| (s, file.revision))
     }
