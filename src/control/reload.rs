@@ -156,7 +156,12 @@ impl Reloader {
 
     /// The one place a snapshot is put in force.
     fn swap(&self, old: &Arc<Snapshot>, new: Snapshot) {
+        let large = new.keys.len() >= 10_000;
         self.publisher.publish(new);
+        if large {
+            // What building the set left behind (parse buffers, the name table).
+            crate::keys::store::give_back_memory();
+        }
         if let Some(w) = self.webhooks.get() {
             w.keys_changed(old, &self.publisher.current());
         }

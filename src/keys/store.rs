@@ -21,7 +21,7 @@ use super::file::{KeyEntry, KeyRateFile, KeysFile, Pieces, Stop, refuse_blank};
 use super::{KeyHash, KeyId, Level, validate_name, validate_operator_secret};
 use crate::config::LoadError;
 use crate::policy::{CategoryId, Policy};
-use crate::ratelimit::{KeyLimiter, Rate, key_limiter};
+use crate::ratelimit::{KeyLimiter, Rate};
 
 /// One key as the request path sees it.
 #[derive(Debug)]
@@ -160,6 +160,42 @@ impl KeyRecord {
     }
 }
 
+/// Key sets this large give their memory back to the system when dropped.
+const LARGE_SET: usize = 10_000;
+
+/// Returns freed heap memory to the system (glibc keeps it otherwise: a
+/// 100,000-key reload would leave the old set's pages resident). A no-op on
+/// other allocators.
+#[allow(unsafe_code)]
+pub(crate) fn give_back_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no preconditions; it only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+impl Drop for KeySet {
+    /// A large set is freed off the dropping thread (which may be a request's:
+    /// the last one holding an old snapshot), then the memory is given back.
+    fn drop(&mut self) {
+        if self.by_id.len() < LARGE_SET {
+            return;
+        }
+        let by_id = std::mem::take(&mut self.by_id);
+        let by_hash = std::mem::take(&mut self.by_hash);
+        let free = move || {
+            drop(by_id);
+            drop(by_hash);
+            give_back_memory();
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(free)),
+            Err(_) => free(),
+        }
+    }
+}
+
 /// A hasher for maps keyed by SHA-256 values: the bytes are already uniform.
 #[derive(Default, Clone, Copy)]
 pub(crate) struct DigestHasher(u64);
@@ -200,8 +236,12 @@ pub(crate) struct Builder<'a> {
     set: KeySet,
     /// Ids so far (the set's own list is sorted only at the end).
     ids: HashSet<KeyId>,
-    /// Lower-cased names, for the "unique ignoring case" rule.
-    names: HashMap<Box<str>, usize>,
+    /// For the "unique ignoring case" rule: a hash of each lower-cased name → its
+    /// entry (the name itself is the record's, compared on a hit), and the rare
+    /// names whose hash another name already had.
+    names: HashMap<u64, u32, std::hash::BuildHasherDefault<DigestHasher>>,
+    names_hasher: std::hash::RandomState,
+    names_collided: Vec<(Box<str>, usize)>,
 }
 
 impl<'a> Builder<'a> {
@@ -226,7 +266,9 @@ impl<'a> Builder<'a> {
                 api_enabled: true,
             },
             ids: HashSet::with_capacity(capacity),
-            names: HashMap::with_capacity(capacity),
+            names: HashMap::with_capacity_and_hasher(capacity, Default::default()),
+            names_hasher: std::hash::RandomState::new(),
+            names_collided: Vec::new(),
         }
     }
 
@@ -259,7 +301,7 @@ impl<'a> Builder<'a> {
             return Err(err("id is used by an earlier key".into()));
         }
         validate_name(&e.name).map_err(|m| err(format!("name: {m}")))?;
-        if let Some(j) = self.names.insert(e.name.to_lowercase().into(), i) {
+        if let Some(j) = self.name_taken(&e.name, i) {
             return Err(err(format!(
                 "name {:?} is already used by keys[{j}] (names are unique ignoring case)",
                 e.name
@@ -327,7 +369,7 @@ impl<'a> Builder<'a> {
         let prev = self.previous.and_then(|p| p.get(&id));
         let limiter = match prev {
             Some(p) if p.rate == rate => p.limiter.clone(),
-            _ => Arc::new(key_limiter(&rate)),
+            _ => Arc::new(KeyLimiter::default()),
         };
         let state = prev.map(|p| p.state.clone()).unwrap_or_default();
         let record = Arc::new(KeyRecord {
@@ -355,6 +397,37 @@ impl<'a> Builder<'a> {
         self.set.by_hash.insert(hash, record.clone());
         self.set.by_id.push(record);
         Ok(())
+    }
+
+    /// The earlier entry with `name` ignoring case, else notes entry `i`'s name.
+    fn name_taken(&mut self, name: &str, i: usize) -> Option<usize> {
+        use std::hash::BuildHasher;
+        let lower = name.to_lowercase();
+        let h = self.names_hasher.hash_one(&lower);
+        if let Some((_, j)) = self.names_collided.iter().find(|(n, _)| **n == *lower) {
+            return Some(*j);
+        }
+        match self.names.get(&h) {
+            None => {
+                self.names.insert(h, i as u32);
+                None
+            }
+            Some(&j) => {
+                let j = j as usize;
+                // Entries are pushed in file order while building.
+                if self
+                    .set
+                    .by_id
+                    .get(j)
+                    .is_some_and(|r| r.name.to_lowercase() == lower)
+                {
+                    Some(j)
+                } else {
+                    self.names_collided.push((lower.into(), i));
+                    None
+                }
+            }
+        }
     }
 
     /// The set, once every entry is in.

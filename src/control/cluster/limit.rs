@@ -23,7 +23,7 @@ use redis::Script;
 use super::{Cluster, REQUEST_TIMEOUT, RedisDown};
 use crate::keys::KeyId;
 use crate::keys::store::KeyRecord;
-use crate::ratelimit::{KeyLimiter, Per, Rate, RetryAfter, check_key, clock, key_limiter};
+use crate::ratelimit::{KeyLimiter, Per, Rate, RetryAfter, check_key};
 
 /// How long the breaker stays open before a probe.
 pub(crate) const OPEN_FOR: Duration = Duration::from_millis(500);
@@ -128,13 +128,13 @@ impl Limiter {
                     let mut e = self
                         .local
                         .entry(key.id.clone())
-                        .or_insert_with(|| (rate, Arc::new(key_limiter(&rate))));
+                        .or_insert_with(|| (rate, Arc::new(KeyLimiter::default())));
                     if e.0 != rate {
-                        *e = (rate, Arc::new(key_limiter(&rate)));
+                        *e = (rate, Arc::new(KeyLimiter::default()));
                     }
                     e.1.clone()
                 };
-                check_key(&limiter, clock())
+                check_key(&limiter, &rate)
             }
         }
     }
