@@ -182,6 +182,7 @@ impl Drop for KeySet {
         if self.by_id.len() < LARGE_SET {
             return;
         }
+        tracing::debug!(keys = self.by_id.len(), "freeing a replaced key set");
         let by_id = std::mem::take(&mut self.by_id);
         let by_hash = std::mem::take(&mut self.by_hash);
         let free = move || {
