@@ -275,7 +275,10 @@ mod tests {
                 a += usize::from(check_key(&ours, &rate).is_ok());
                 b += usize::from(theirs.check().is_ok());
             }
-            assert!(a.abs_diff(b) <= 1, "{per_second}/s burst {burst}: {a} vs {b}");
+            assert!(
+                a.abs_diff(b) <= 1,
+                "{per_second}/s burst {burst}: {a} vs {b}"
+            );
             assert!(a >= burst as usize, "{a}");
         }
     }
