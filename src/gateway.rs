@@ -181,6 +181,10 @@ impl Gateway {
             None => None,
         };
         let (snapshot, notes) = reload::load(config_path, None, options.redis_password.as_deref())?;
+        if snapshot.keys.len() >= 10_000 {
+            // What loading a large keys file left behind.
+            crate::keys::store::give_back_memory();
+        }
         for n in notes {
             tracing::warn!("{n}");
         }

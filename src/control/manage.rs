@@ -168,7 +168,7 @@ pub(crate) fn record_view(k: &KeyRecord, policy: &Policy) -> serde_json::Value {
         "id": k.id.as_str(),
         "name": &*k.name,
         "key": k.masked(),
-        "prefix": v.prefix.as_deref(),
+        "prefix": v.prefix.as_ref().map(|p| p.as_str()),
         "permissions": k.permissions(policy),
         "rate_limit": v.rate_limit,
         "created_at": v.created_at.as_ref().and_then(rfc),

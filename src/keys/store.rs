@@ -33,7 +33,7 @@ pub(crate) struct KeyRecord {
     pub(crate) id_header: HeaderValue,
     /// Level per category index, with [`NAMED`] set where the keys file names the
     /// category (the others took the `"*"` level).
-    levels: Box<[u8]>,
+    levels: Levels,
     /// The `"*"` level: for categories not named, and unmatched paths with
     /// `routes.unmatched: allow_any_key`.
     pub(crate) star: Level,
@@ -78,6 +78,65 @@ impl KeyState {
     }
 }
 
+/// A key's level bytes: inline for up to [`INLINE_LEVELS`] categories (no
+/// allocation per key in the usual config), else on the heap.
+#[derive(Debug)]
+enum Levels {
+    Inline(u8, [u8; INLINE_LEVELS]),
+    Heap(Box<[u8]>),
+}
+
+const INLINE_LEVELS: usize = 22;
+
+impl Levels {
+    fn new(bytes: &[u8]) -> Self {
+        if bytes.len() <= INLINE_LEVELS {
+            let mut a = [0; INLINE_LEVELS];
+            a[..bytes.len()].copy_from_slice(bytes);
+            Self::Inline(bytes.len() as u8, a)
+        } else {
+            Self::Heap(bytes.into())
+        }
+    }
+}
+
+impl std::ops::Deref for Levels {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Inline(n, a) => &a[..usize::from(*n)],
+            Self::Heap(b) => b,
+        }
+    }
+}
+
+/// A short string kept inline (display prefixes: `kg_3Xb8`), else on the heap.
+#[derive(Debug)]
+pub(crate) enum Short {
+    Inline(u8, [u8; 15]),
+    Heap(Box<str>),
+}
+
+impl Short {
+    fn new(s: &str) -> Self {
+        if s.len() <= 15 {
+            let mut a = [0; 15];
+            a[..s.len()].copy_from_slice(s.as_bytes());
+            Self::Inline(s.len() as u8, a)
+        } else {
+            Self::Heap(s.into())
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            // Made from a whole `&str` of at most 15 bytes.
+            Self::Inline(n, a) => std::str::from_utf8(&a[..usize::from(*n)]).unwrap_or(""),
+            Self::Heap(b) => b,
+        }
+    }
+}
+
 /// Marks a category named in the file's permissions (bit 7 of a level byte).
 const NAMED: u8 = 0x80;
 
@@ -101,7 +160,7 @@ fn level_byte(l: Level) -> u8 {
 #[derive(Debug, Default)]
 pub(crate) struct KeyView {
     /// Display prefix of a key keygate made (`kg_3Xb8`).
-    pub(crate) prefix: Option<Box<str>>,
+    pub(crate) prefix: Option<Short>,
     pub(crate) created_at: Option<OffsetDateTime>,
     /// `expires_at` was written as a date (`2027-01-01`).
     pub(crate) expires_is_date: bool,
@@ -152,7 +211,7 @@ impl KeyRecord {
 
     /// The masked form shown in lists (see [`KeyEntry::masked`]).
     pub(crate) fn masked(&self) -> String {
-        super::masked(self.view.prefix.as_deref().unwrap_or(""))
+        super::masked(self.view.prefix.as_ref().map_or("", Short::as_str))
     }
 
     pub(crate) fn is_expired(&self, now: OffsetDateTime) -> bool {
@@ -214,7 +273,15 @@ impl std::hash::Hasher for DigestHasher {
     }
 }
 
-type DigestMap<V> = HashMap<KeyHash, V, std::hash::BuildHasherDefault<DigestHasher>>;
+/// Keys are found by the first 128 bits of their SHA-256: as unguessable as the
+/// whole (a second preimage is 2^128 work) at half the table's key size.
+type DigestMap<V> = HashMap<[u8; 16], V, std::hash::BuildHasherDefault<DigestHasher>>;
+
+fn map_key(h: &KeyHash) -> [u8; 16] {
+    let mut k = [0; 16];
+    k.copy_from_slice(&h.0[..16]);
+    k
+}
 
 /// The keys of one snapshot.
 #[derive(Debug, Default)]
@@ -320,7 +387,7 @@ impl<'a> Builder<'a> {
             }
             (None, None) => return Err(err("needs sha256 or secret".into())),
         };
-        if self.set.by_hash.contains_key(&hash) {
+        if self.set.by_hash.contains_key(&map_key(&hash)) {
             return Err(err("the same key value is used by an earlier key".into()));
         }
         let mut star = Level::None;
@@ -348,10 +415,11 @@ impl<'a> Builder<'a> {
             }
         }
         // Categories not named take the "*" level.
-        let levels: Box<[u8]> = named
+        let levels: Vec<u8> = named
             .iter()
             .map(|n| n.map_or(level_byte(star), |l| level_byte(l) | NAMED))
             .collect();
+        let levels = Levels::new(&levels);
         let rate = match &e.rate_limit {
             Some(r) => Rate::from_parts(r.per_second, r.per_minute, r.burst)
                 .map_err(|m| err(format!("rate_limit: {m}")))?,
@@ -387,7 +455,7 @@ impl<'a> Builder<'a> {
             limiter,
             state,
             view: KeyView {
-                prefix: e.prefix.as_deref().map(Into::into),
+                prefix: e.prefix.as_deref().map(Short::new),
                 created_at,
                 expires_is_date: e.expires_at.as_deref().is_some_and(is_date),
                 rate_limit: e.rate_limit,
@@ -395,7 +463,7 @@ impl<'a> Builder<'a> {
                 revision: e.revision,
             },
         });
-        self.set.by_hash.insert(hash, record.clone());
+        self.set.by_hash.insert(map_key(&hash), record.clone());
         self.set.by_id.push(record);
         Ok(())
     }
@@ -522,7 +590,7 @@ impl KeySet {
     }
 
     pub(crate) fn lookup(&self, hash: &KeyHash) -> Option<&Arc<KeyRecord>> {
-        self.by_hash.get(hash)
+        self.by_hash.get(&map_key(hash))
     }
 
     pub(crate) fn get(&self, id: &KeyId) -> Option<&Arc<KeyRecord>> {
