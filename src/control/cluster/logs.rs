@@ -2,8 +2,10 @@
 //! access-log line plus `node`) to one capped Redis stream, and the admin API, the
 //! console and `keygate logs` read it newest first with the usual filters.
 //!
-//! The request path only pushes a formatted line onto a bounded buffer (a mutex held
-//! for one push); a task sends the buffer every [`FLUSH`] in one pipeline. A full
+//! The request path only copies its access-log line (formatted once for both, see
+//! [`crate::observe::accesslog::with_line`]) behind a `{"node":…,` prefix made at
+//! start onto a bounded buffer (one byte buffer, a mutex held for one copy, no
+//! allocation per record); a task sends the buffer every [`FLUSH`] in one pipeline. A full
 //! buffer or an unreachable Redis drops records and counts them
 //! (`keygate_cluster_log_dropped_total`); the local access log is unaffected.
 //! Reads are paged ([`PAGE`] entries per `XREVRANGE`), never one huge range.
@@ -25,22 +27,45 @@ pub(crate) const PAGE: usize = 200;
 /// Entries looked at per query at most (a filter that matches nothing stops here).
 const SCAN_MAX: usize = 20_000;
 
+/// Buffered records: one byte buffer and where each record ends.
+#[derive(Default)]
+struct Lines {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Lines {
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(a, b)| &self.bytes[a..b])
+    }
+}
+
 pub(crate) struct Queue {
-    lines: Mutex<Vec<String>>,
+    lines: Mutex<Lines>,
+    /// `{"node":"<node>",`, made once.
+    prefix: String,
     sample: f64,
     seq: AtomicU64,
 }
 
 impl Queue {
-    pub(crate) fn new(sample: f64) -> Self {
+    pub(crate) fn new(sample: f64, node: &str) -> Self {
         Self {
-            lines: Mutex::new(Vec::new()),
+            lines: Mutex::new(Lines::default()),
+            prefix: format!(
+                "{{\"node\":{},",
+                serde_json::Value::String(node.to_string())
+            ),
             sample,
             seq: AtomicU64::new(0),
         }
     }
 
-    pub(crate) fn push(&self, r: &Record, node: &str, m: &ClusterMetrics) {
+    /// Queues `r`, whose access-log line is `line`, unless sampled out.
+    pub(crate) fn push(&self, r: &Record, line: &str, m: &ClusterMetrics) {
         let success = matches!(r.decision, Decision::Allowed | Decision::Public) && r.status < 400;
         if success && self.sample < 1.0 {
             // Deterministic sampling: every n-th success.
@@ -51,23 +76,20 @@ impl Queue {
                 return;
             }
         }
-        let line = crate::observe::accesslog::format_record(r);
         let body = line.trim_end().strip_prefix('{').unwrap_or("");
-        let mut out = String::with_capacity(line.len() + node.len() + 12);
-        out.push_str("{\"node\":");
-        out.push_str(&serde_json::Value::String(node.to_string()).to_string());
-        out.push(',');
-        out.push_str(body);
         let mut q = lock(&self.lines);
-        if q.len() >= BUFFER {
+        if q.ends.len() >= BUFFER {
             drop(q);
             m.log_dropped.inc();
             return;
         }
-        q.push(out);
+        q.bytes.extend_from_slice(self.prefix.as_bytes());
+        q.bytes.extend_from_slice(body.as_bytes());
+        let end = q.bytes.len();
+        q.ends.push(end);
     }
 
-    fn take(&self) -> Vec<String> {
+    fn take(&self) -> Lines {
         std::mem::take(&mut *lock(&self.lines))
     }
 }
@@ -77,15 +99,15 @@ pub(crate) async fn flush(c: Arc<Cluster>) {
     loop {
         tokio::time::sleep(FLUSH).await;
         let batch = c.logs.take();
-        if batch.is_empty() {
+        if batch.ends.is_empty() {
             continue;
         }
         let Some(mut con) = c.bulk_connection() else {
-            c.metrics.log_dropped.inc_by(batch.len() as u64);
+            c.metrics.log_dropped.inc_by(batch.ends.len() as u64);
             continue;
         };
         let mut p = redis::pipe();
-        for line in &batch {
+        for line in batch.iter() {
             p.cmd("XADD")
                 .arg(&c.layout.logs)
                 .arg("MAXLEN")
@@ -97,7 +119,7 @@ pub(crate) async fn flush(c: Arc<Cluster>) {
                 .ignore();
         }
         if let Err(e) = p.query_async::<()>(&mut con).await {
-            c.metrics.log_dropped.inc_by(batch.len() as u64);
+            c.metrics.log_dropped.inc_by(batch.ends.len() as u64);
             tracing::debug!(error = %e, "shared log batch dropped");
         }
     }
@@ -214,5 +236,28 @@ pub(crate) fn query_blocking(
             Step::Done(_) => return Ok(out),
             Step::More(e) => end = e,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_split_where_each_record_ends() {
+        let q = Queue::new(1.0, "pod \"1\"");
+        assert_eq!(q.prefix, r#"{"node":"pod \"1\"","#);
+        {
+            let mut l = lock(&q.lines);
+            for body in ["a", "", "bc"] {
+                l.bytes.extend_from_slice(body.as_bytes());
+                let end = l.bytes.len();
+                l.ends.push(end);
+            }
+        }
+        let taken = q.take();
+        let got: Vec<&[u8]> = taken.iter().collect();
+        assert_eq!(got, [&b"a"[..], b"", b"bc"]);
+        assert!(q.take().ends.is_empty());
     }
 }
