@@ -11,8 +11,8 @@
 #   direct     cluster's figure over single's (medians; best-of for min_us/req and best_rps)
 #   vs nginx   the median of cluster's per-round keygate/nginx-gw ratios over single's, so
 #              a drift of the box between the two runs cancels out
-# and Redis's own CPU per EVALSHA (the whole run's Redis CPU, idle polls included, over its
-# EVALSHA calls; one per request of a rate-limited key, warm-up included).
+# and Redis's own CPU per timed request (the whole run's Redis CPU, idle polls and
+# warm-up included, over the timed wrk + h2load requests to keygate).
 set -euo pipefail
 S=$1 C=$2
 for d in "$S" "$C"; do [[ -s $d/results.tsv ]] || { echo "$0: no $d/results.tsv" >&2; exit 1; }; done
@@ -55,7 +55,9 @@ if [[ -s $C/redis/redis-cpu.txt && -s $C/redis/commandstats.txt ]]; then
   reqs=$(cat "$C"/wrk-keygate-r*.txt 2>/dev/null | awk '/requests in/{n+=$1} END{print n+0}' || true)
   h2=$(cat "$C"/h2load-keygate-r*.txt 2>/dev/null | awk '/^requests:/{n+=$4} END{print n+0}' || true)
   echo "redis (cpu$(cat "$C/redis/cpu" 2>/dev/null || echo 0), not in keygate's CPU): ${cpu}s CPU over the run, ${calls:-0} EVALSHA" \
-    "(timed wrk+h2load requests to keygate: $((reqs + h2))) = $(awk -v c="$cpu" -v n="${calls:-0}" 'BEGIN{ if (n>0) printf "%.1f", c*1e6/n; else print "-" }') us per EVALSHA"
+    "(rate limit + shared-log chunks), timed wrk+h2load requests to keygate $((reqs + h2))" \
+    "= $(awk -v c="$cpu" -v n="$((reqs + h2))" 'BEGIN{ if (n>0) printf "%.1f", c*1e6/n; else print "-" }') us Redis CPU per timed request" \
+    "(an overestimate: warm-up, correctness checks and idle polls are in the CPU, not in the count)"
 else
   echo "redis: no redis/redis-cpu.txt or redis/commandstats.txt in $C (Redis CPU not reported)"
 fi

@@ -185,22 +185,6 @@ impl Limiter {
     }
 }
 
-/// One `EVALSHA`; a server that lost the script (restarted, `SCRIPT FLUSH`) gets it
-/// loaded and the same call again.
-async fn evalsha(
-    l: &Limiter,
-    cmd: &redis::Cmd,
-    con: &mut redis::aio::ConnectionManager,
-) -> redis::RedisResult<(i64, i64)> {
-    match cmd.query_async(con).await {
-        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-            l.script.load_async(con).await?;
-            cmd.query_async(con).await
-        }
-        answer => answer,
-    }
-}
-
 /// Takes one request from `key`'s shared budget.
 pub(crate) async fn check(c: &Cluster, key: &Arc<KeyRecord>) -> Result<(), RetryAfter> {
     let l = &c.limiter;
@@ -221,7 +205,11 @@ pub(crate) async fn check(c: &Cluster, key: &Arc<KeyRecord>) -> Result<(), Retry
         return l.fallback(c, key);
     }
     let mut con = (*con).clone();
-    let answer = tokio::time::timeout(REQUEST_TIMEOUT, evalsha(l, &k.cmd, &mut con)).await;
+    let answer = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        super::store::evalsha::<(i64, i64)>(&l.script, &k.cmd, &mut con),
+    )
+    .await;
     let fallback_gauge = &c.metrics.fallback_rate_limit;
     match answer {
         Ok(Ok((allowed, wait_us))) => {

@@ -5,7 +5,9 @@
 //! The request path only copies its access-log line (formatted once for both, see
 //! [`crate::observe::accesslog::with_line`]) behind a `{"node":…,` prefix made at
 //! start onto a bounded buffer (one byte buffer, a mutex held for one copy, no
-//! allocation per record); a task sends the buffer every [`FLUSH`] in one pipeline. A full
+//! allocation per record); a task sends the buffer every [`FLUSH`], [`CHUNK`]
+//! records per call of a script that `XADD`s each (one command and one answer per
+//! chunk, not per record; a chunk holds Redis for well under a millisecond). A full
 //! buffer or an unreachable Redis drops records and counts them
 //! (`keygate_cluster_log_dropped_total`); the local access log is unaffected.
 //! Reads are paged ([`PAGE`] entries per `XREVRANGE`), never one huge range.
@@ -22,6 +24,8 @@ use crate::observe::record::{Decision, Record};
 /// Records buffered at most.
 const BUFFER: usize = 10_000;
 const FLUSH: Duration = Duration::from_millis(200);
+/// Records per script call.
+const CHUNK: usize = 50;
 /// Entries per read.
 pub(crate) const PAGE: usize = 200;
 /// Entries looked at per query at most (a filter that matches nothing stops here).
@@ -96,6 +100,7 @@ impl Queue {
 
 /// Sends the buffer to the stream, capped at `logs.max_entries`.
 pub(crate) async fn flush(c: Arc<Cluster>) {
+    let script = super::store::append_logs();
     loop {
         tokio::time::sleep(FLUSH).await;
         let batch = c.logs.take();
@@ -106,21 +111,24 @@ pub(crate) async fn flush(c: Arc<Cluster>) {
             c.metrics.log_dropped.inc_by(batch.ends.len() as u64);
             continue;
         };
-        let mut p = redis::pipe();
-        for line in batch.iter() {
-            p.cmd("XADD")
+        let lines: Vec<&[u8]> = batch.iter().collect();
+        for (i, chunk) in lines.chunks(CHUNK).enumerate() {
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(script.get_hash())
+                .arg(1)
                 .arg(&c.layout.logs)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(c.cfg.log_max_entries)
-                .arg("*")
-                .arg("j")
-                .arg(line)
-                .ignore();
-        }
-        if let Err(e) = p.query_async::<()>(&mut con).await {
-            c.metrics.log_dropped.inc_by(batch.ends.len() as u64);
-            tracing::debug!(error = %e, "shared log batch dropped");
+                .arg(c.cfg.log_max_entries);
+            for line in chunk {
+                cmd.arg(*line);
+            }
+            if let Err(e) = super::store::evalsha::<u64>(&script, &cmd, &mut con).await {
+                // This chunk and the rest: Redis is not answering.
+                c.metrics
+                    .log_dropped
+                    .inc_by((lines.len() - i * CHUNK) as u64);
+                tracing::debug!(error = %e, "shared log batch dropped");
+                break;
+            }
         }
     }
 }
