@@ -13,7 +13,9 @@
 #    CLUSTER=1: then run again with KEYGATE_BIN=scripts/bench-cluster-keygate.sh (keygate
 #    with a `cluster:` section and its own redis-server on loopback, pinned to the client
 #    core 0, its CPU NOT counted in keygate's; see that script), and print cluster against
-#    single node: CPU per request, p99, req/s, and Redis's own CPU per request apart.
+#    single node: CPU per request, p99, req/s, and Redis's own CPU per request apart;
+#    then scripts/bench-cluster-paired.sh: both keygates interleaved round by round in
+#    one run (the two harness runs are minutes apart), saturated (-c64) and -c1.
 # 2. h2c (h2load -c64 -m10, prior knowledge), HTTPS h1 (wrk over TLS) and HTTPS h2
 #    (h2load, ALPN) rows, run here: an upstream nginx, nginx-gw (the harness's job: a
 #    map of 1000 keys, 401/403 JSON, limit_req, keepalive upstream, X-API-Key
@@ -60,6 +62,8 @@ if [[ $H1 == 1 ]]; then
     BENCH_RUN=$SCRATCH/keygate-bench-cluster ROUNDS=$ROUNDS ROTATE=1 DUR=$DUR \
       KEYGATE_REAL=$KG KEYGATE_BIN=$ROOT/scripts/bench-cluster-keygate.sh "$BENCH_HARNESS"
     scripts/bench-cluster-compare.sh "$SCRATCH/keygate-bench" "$SCRATCH/keygate-bench-cluster"
+    echo "== h1: single-node and cluster keygate interleaved in one run (scripts/bench-cluster-paired.sh)"
+    ROUNDS=$ROUNDS DUR=$DUR CONNS=$CONNS KEYGATE=$KG scripts/bench-cluster-paired.sh
   fi
   if [[ $AA == 1 ]]; then
     echo "== h1: the shared harness, A/A calibration"
