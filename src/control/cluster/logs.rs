@@ -93,24 +93,38 @@ impl Queue {
         q.ends.push(end);
     }
 
-    fn take(&self) -> Lines {
-        std::mem::take(&mut *lock(&self.lines))
+    /// The buffered records, `spare` (emptied) in their place: the flush task hands
+    /// back the buffers it sent, so neither is grown again from empty (no realloc
+    /// and copy of a growing buffer per flush). Each keeps the size of the largest
+    /// batch it held, at most [`BUFFER`] records.
+    fn swap(&self, mut spare: Lines) -> Lines {
+        spare.bytes.clear();
+        spare.ends.clear();
+        std::mem::replace(&mut *lock(&self.lines), spare)
     }
 }
 
 /// Sends the buffer to the stream, capped at `logs.max_entries`.
 pub(crate) async fn flush(c: Arc<Cluster>) {
     let script = super::store::append_logs();
+    let mut spare = Lines::default();
     loop {
         tokio::time::sleep(FLUSH).await;
-        let batch = c.logs.take();
-        if batch.ends.is_empty() {
-            continue;
-        }
-        let Some(mut con) = c.bulk_connection() else {
-            c.metrics.log_dropped.inc_by(batch.ends.len() as u64);
-            continue;
-        };
+        let batch = c.logs.swap(std::mem::take(&mut spare));
+        spare = send(&c, &script, batch).await;
+    }
+}
+
+/// Sends one batch; gives its buffers back for the next swap.
+async fn send(c: &Cluster, script: &redis::Script, batch: Lines) -> Lines {
+    if batch.ends.is_empty() {
+        return batch;
+    }
+    let Some(mut con) = c.bulk_connection() else {
+        c.metrics.log_dropped.inc_by(batch.ends.len() as u64);
+        return batch;
+    };
+    {
         let lines: Vec<&[u8]> = batch.iter().collect();
         for (i, chunk) in lines.chunks(CHUNK).enumerate() {
             let mut cmd = redis::cmd("EVALSHA");
@@ -121,7 +135,7 @@ pub(crate) async fn flush(c: Arc<Cluster>) {
             for line in chunk {
                 cmd.arg(*line);
             }
-            if let Err(e) = super::store::evalsha::<u64>(&script, &cmd, &mut con).await {
+            if let Err(e) = super::store::evalsha::<u64>(script, &cmd, &mut con).await {
                 // This chunk and the rest: Redis is not answering.
                 c.metrics
                     .log_dropped
@@ -131,6 +145,7 @@ pub(crate) async fn flush(c: Arc<Cluster>) {
             }
         }
     }
+    batch
 }
 
 /// What one page of entries (newest first) leaves to do.
@@ -263,9 +278,14 @@ mod tests {
                 l.ends.push(end);
             }
         }
-        let taken = q.take();
+        let taken = q.swap(Lines::default());
         let got: Vec<&[u8]> = taken.iter().collect();
         assert_eq!(got, [&b"a"[..], b"", b"bc"]);
-        assert!(q.take().ends.is_empty());
+        // The buffers handed back come back empty, with their capacity.
+        let cap = taken.bytes.capacity();
+        assert!(q.swap(taken).ends.is_empty());
+        let back = q.swap(Lines::default());
+        assert!(back.ends.is_empty() && back.bytes.is_empty());
+        assert_eq!(back.bytes.capacity(), cap);
     }
 }
