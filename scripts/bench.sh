@@ -4,11 +4,18 @@
 #   scripts/bench.sh                 # h1 rows (the shared harness), then h2c and HTTPS rows
 #   H1=0 scripts/bench.sh            # only this script's own h2c and HTTPS rows
 #   AA=1 scripts/bench.sh            # also the harness's A/A calibration (noise floor)
+#   CLUSTER=1 H2=0 scripts/bench.sh  # h1 rows of single-node AND cluster-mode keygate, one sitting
 #
 # 1. HTTP/1.1 rows: the shared bench harness. It lives OUTSIDE this repository (a
 #    sibling checkout of the team's bench folder); BENCH_HARNESS names its run.sh
 #    (default ../shared/bench/run.sh, relative to the repository root). It is run as
 #    ROUNDS=5 ROTATE=1 DUR=5 KEYGATE_BIN=target/release/keygate.
+#    CLUSTER=1: then run again with KEYGATE_BIN=scripts/bench-cluster-keygate.sh (keygate
+#    with a `cluster:` section and its own redis-server on loopback, pinned to the client
+#    core 0, its CPU NOT counted in keygate's; see that script), and print cluster against
+#    single node: CPU per request, p99, req/s, and Redis's own CPU per request apart;
+#    then scripts/bench-cluster-paired.sh: both keygates interleaved round by round in
+#    one run (the two harness runs are minutes apart), saturated (-c64) and -c1.
 # 2. h2c (h2load -c64 -m10, prior knowledge), HTTPS h1 (wrk over TLS) and HTTPS h2
 #    (h2load, ALPN) rows, run here: an upstream nginx, nginx-gw (the harness's job: a
 #    map of 1000 keys, 401/403 JSON, limit_req, keepalive upstream, X-API-Key
@@ -22,18 +29,20 @@
 # (apt-get install -y nginx haproxy wrk nghttp2-client curl openssl; do not enable
 # the system services.)
 #
-# env: ROUNDS (5) DUR (5) CONNS (64) STREAMS (10, h2 -m) H1 (1) AA (0) PIN (1)
+# env: ROUNDS (5) DUR (5) CONNS (64) STREAMS (10, h2 -m) H1 (1) AA (0) PIN (1) CLUSTER (0)
+#      H2 (1: the h2c and HTTPS rows)
 #      BENCH_HARNESS (../shared/bench/run.sh) KEYGATE_WORKERS (passed through)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 ROUNDS=${ROUNDS:-5}; DUR=${DUR:-5}; CONNS=${CONNS:-64}; STREAMS=${STREAMS:-10}
-H1=${H1:-1}; AA=${AA:-0}; PIN=${PIN:-1}
+H1=${H1:-1}; AA=${AA:-0}; PIN=${PIN:-1}; CLUSTER=${CLUSTER:-0}; H2=${H2:-1}
 BENCH_HARNESS=${BENCH_HARNESS:-../shared/bench/run.sh}
 CLIENT_CPU=0; GW_CPU=1; HZ=$(getconf CLK_TCK)
 
 die() { echo "bench.sh: $*" >&2; exit 1; }
 missing=()
+if [[ $CLUSTER == 1 ]] && ! command -v redis-server >/dev/null; then missing+=(redis-server); fi
 for c in nginx:nginx haproxy:haproxy wrk:wrk h2load:nghttp2-client curl:curl openssl:openssl taskset:util-linux; do
   command -v "${c%%:*}" >/dev/null || missing+=("${c#*:}")
 done
@@ -45,14 +54,24 @@ KG=$ROOT/target/release/keygate
 
 if [[ $H1 == 1 ]]; then
   [[ -x $BENCH_HARNESS ]] || die "BENCH_HARNESS=$BENCH_HARNESS is not executable (the shared harness is not in this repository)"
+  SCRATCH=$(dirname "$(mktemp -u)")
   echo "== h1: the shared harness, keygate run"
-  ROUNDS=$ROUNDS ROTATE=1 DUR=$DUR KEYGATE_BIN=$KG "$BENCH_HARNESS"
+  BENCH_RUN=$SCRATCH/keygate-bench ROUNDS=$ROUNDS ROTATE=1 DUR=$DUR KEYGATE_BIN=$KG "$BENCH_HARNESS"
+  if [[ $CLUSTER == 1 ]]; then
+    echo "== h1: the shared harness, keygate in cluster mode (scripts/bench-cluster-keygate.sh)"
+    BENCH_RUN=$SCRATCH/keygate-bench-cluster ROUNDS=$ROUNDS ROTATE=1 DUR=$DUR \
+      KEYGATE_REAL=$KG KEYGATE_BIN=$ROOT/scripts/bench-cluster-keygate.sh "$BENCH_HARNESS"
+    scripts/bench-cluster-compare.sh "$SCRATCH/keygate-bench" "$SCRATCH/keygate-bench-cluster"
+    echo "== h1: single-node and cluster keygate interleaved in one run (scripts/bench-cluster-paired.sh)"
+    ROUNDS=$ROUNDS DUR=$DUR CONNS=$CONNS KEYGATE=$KG scripts/bench-cluster-paired.sh
+  fi
   if [[ $AA == 1 ]]; then
     echo "== h1: the shared harness, A/A calibration"
     ROUNDS=$ROUNDS ROTATE=1 DUR=$DUR KEYGATE_BIN=$(cd "$(dirname "$BENCH_HARNESS")" && pwd)/aa-keygate.sh "$BENCH_HARNESS"
   fi
 fi
 
+[[ $H2 == 1 ]] || exit 0
 # ------------------------------------------------------------------ h2c and HTTPS
 T=$(mktemp -d "${TMPDIR:-/tmp}/keygate-bench-h2.XXXXXX")
 UP=18181; NGX_H2C=18182; NGX_TLS=18183; KG_H2C=18184; KG_TLS=18187

@@ -393,7 +393,7 @@ impl Config {
         let cluster = f
             .cluster
             .as_ref()
-            .map(crate::config::cluster::ClusterConfig::from_file)
+            .map(|c| crate::config::cluster::ClusterConfig::from_file(c, &rel))
             .transpose()?;
 
         Ok(Self {

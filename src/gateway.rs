@@ -104,10 +104,13 @@ impl Observer for Observers {
 
     fn finished(&self, r: &Record) {
         self.metrics.request_finished(r);
-        self.log.record(r);
-        if let Some(c) = &self.cluster {
-            c.record(r);
-        }
+        // One formatting of the line for the access log and the shared stream.
+        crate::observe::accesslog::with_line(r, |line| {
+            self.log.push_line(line);
+            if let Some(c) = &self.cluster {
+                c.record(r, line);
+            }
+        });
         self.extra.finished(r);
     }
 

@@ -859,3 +859,81 @@ async fn starts_without_redis_and_seeds_when_it_comes() {
     );
     assert_eq!(get(a.public, "/api/v1/candidates", SECRET_READ).status, 200);
 }
+
+/// A CA and a leaf for 127.0.0.1 signed by it: (CA PEM, leaf PEM, leaf key PEM).
+fn redis_certs(cn: &str) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, cn);
+    let ca = CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut p =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    p.distinguished_name.push(DnType::CommonName, "redis");
+    let leaf = p.signed_by(&key, &ca).unwrap();
+    (ca.pem(), leaf.pem(), key.serialize_pem())
+}
+
+/// `cluster.redis_ca_file` (a path relative to config.yaml): a `rediss://` Redis
+/// whose certificate that CA signed is used; with another CA, the store is never
+/// reached (admin `redis.up` false, the limit falls back) and the error is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
+async fn rediss_with_a_ca_file_and_a_wrong_ca() {
+    let up = Upstream::start().await;
+    let (ca, cert, key) = redis_certs("keygate test redis CA");
+    let redis = Redis::start_tls(&ca, &cert, &key);
+    let status = |n: &support::Spawned| -> serde_json::Value {
+        let r = admin(n.admin, "GET", "cluster", "", &[]);
+        assert_eq!(r.status, 200, "{}", r.body);
+        serde_json::from_str(&r.body).unwrap()
+    };
+
+    let dir = support::TempDir::new();
+    std::fs::create_dir_all(dir.path().join("certs")).unwrap();
+    dir.write("certs/redis-ca.pem", &ca);
+    let (a, _dir) = start_node_in(
+        dir,
+        up.addr,
+        &redis,
+        "a",
+        "  redis_ca_file: certs/redis-ca.pem\n",
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || metric(
+            a.metrics,
+            "keygate_cluster_snapshot_version"
+        ) >= 1.0),
+        "did not sync over TLS: {}",
+        a.log()
+    );
+    assert_eq!(metric(a.metrics, "keygate_cluster_redis_up"), 1.0);
+    assert_eq!(status(&a)["redis"]["up"], true);
+    // The shared limit runs over TLS: the limited key's GCRA state is in Redis.
+    assert_eq!(get(a.public, "/api/v1/jobs", LIMITED).status, 200);
+    let mut con = redis.con();
+    let tat: Option<String> = redis::cmd("GET")
+        .arg("kg:{t}:rl:klimited")
+        .query(&mut con)
+        .unwrap();
+    assert!(tat.is_some(), "no GCRA state written over TLS");
+
+    // Another CA: the server's certificate does not verify.
+    let (other, _, _) = redis_certs("some other CA");
+    let dir = support::TempDir::new();
+    dir.write("wrong-ca.pem", &other);
+    let (b, _dir) = start_node_in(dir, up.addr, &redis, "b", "  redis_ca_file: wrong-ca.pem\n");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(metric(b.metrics, "keygate_cluster_redis_up"), 0.0);
+    assert_eq!(metric(b.metrics, "keygate_cluster_snapshot_version"), 0.0);
+    assert_eq!(status(&b)["redis"]["up"], false);
+    // Served from the keys file; the shared limit uses its fallback.
+    assert_eq!(get(b.public, "/api/v1/candidates", SECRET_READ).status, 200);
+    let log = b.log();
+    assert!(
+        log.contains("cannot connect to the cluster store")
+            && log.to_lowercase().contains("certificate"),
+        "the TLS failure is not logged: {log}"
+    );
+}

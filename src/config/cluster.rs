@@ -1,7 +1,11 @@
 //! The validated `cluster:` section of config.yaml (README, "Running several replicas"), built from the serde
 //! mirror in [`crate::config::file`].
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 use crate::config::file::{ClusterFile, RedisDownRateFile};
 
@@ -24,6 +28,8 @@ pub(crate) struct ClusterConfig {
     /// The password itself, handed in by the embedder (the binary reads it from
     /// `password_env`); never read from the environment here.
     pub(crate) password: Option<Password>,
+    /// `redis_ca_file`: the CA certificates that verify a `rediss://` server.
+    pub(crate) ca: Option<RedisCa>,
     pub(crate) name: String,
     pub(crate) node_name: String,
     pub(crate) on_down: RedisDown,
@@ -53,13 +59,61 @@ fn valid_label(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
+/// The PEM CA certificates of `cluster.redis_ca_file`, read once at load (so a
+/// changed file is a changed config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RedisCa {
+    pub(crate) path: PathBuf,
+    pub(crate) pem: Vec<u8>,
+}
+
+impl RedisCa {
+    /// Reads `path`; it must hold at least one PEM certificate, all of them valid.
+    fn read(path: PathBuf) -> Result<Self, String> {
+        let field =
+            |e: &dyn std::fmt::Display| format!("cluster.redis_ca_file: {}: {e}", path.display());
+        let pem = std::fs::read(&path).map_err(|e| field(&e))?;
+        let mut found = 0;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| field(&e))?;
+            // The same check the Redis client makes when it connects.
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(cert).map_err(|e| field(&e))?;
+            found += 1;
+        }
+        if found == 0 {
+            return Err(field(&"no PEM certificate found"));
+        }
+        Ok(Self { path, pem })
+    }
+}
+
 impl ClusterConfig {
-    pub(crate) fn from_file(f: &ClusterFile) -> Result<Self, String> {
+    /// `rel` resolves a path of the config against the config file's folder.
+    pub(crate) fn from_file(
+        f: &ClusterFile,
+        rel: &dyn Fn(&Path) -> PathBuf,
+    ) -> Result<Self, String> {
         // The URL may hold a password: never quote it.
-        redis::Client::open(f.redis_url.as_str()).map_err(|_| {
+        let info = redis::Client::open(f.redis_url.as_str()).map_err(|_| {
             "cluster.redis_url: not a redis:// or rediss:// URL (the value is not shown)"
                 .to_string()
         })?;
+        let ca = f
+            .redis_ca_file
+            .as_deref()
+            .map(|p| RedisCa::read(rel(p)))
+            .transpose()?;
+        if ca.is_some()
+            && !matches!(
+                info.get_connection_info().addr(),
+                redis::ConnectionAddr::TcpTls { .. }
+            )
+        {
+            return Err(
+                "cluster.redis_ca_file: set, but cluster.redis_url is not a rediss:// URL".into(),
+            );
+        }
         if !valid_label(&f.name) {
             return Err("cluster.name: 1-64 characters of letters, digits, '.', '_' or '-'".into());
         }
@@ -84,6 +138,7 @@ impl ClusterConfig {
             redis_url: f.redis_url.clone(),
             password_env: f.redis_password_env.clone().filter(|e| !e.is_empty()),
             password: None,
+            ca,
             name: f.name.clone(),
             node_name,
             on_down: match f.on_redis_down.rate_limit {
@@ -102,7 +157,9 @@ impl ClusterConfig {
         key_prefix(&self.name)
     }
 
-    /// A client for the configured Redis (connections are made later).
+    /// A client for the configured Redis (connections are made later). With
+    /// `redis_ca_file`, a `rediss://` server is verified against those CAs only;
+    /// without it, against the system roots.
     pub(crate) fn client(&self) -> redis::RedisResult<redis::Client> {
         use redis::IntoConnectionInfo;
         let mut info = self.redis_url.as_str().into_connection_info()?;
@@ -110,7 +167,16 @@ impl ClusterConfig {
             let settings = info.redis_settings().clone().set_password(p.0.clone());
             info = info.set_redis_settings(settings);
         }
-        redis::Client::open(info)
+        match &self.ca {
+            Some(ca) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.pem.clone()),
+                },
+            ),
+            None => redis::Client::open(info),
+        }
     }
 }
 
@@ -161,6 +227,55 @@ mod tests {
         let e =
             load("cluster:\n  redis_url: redis://r\n  logs: { sample_success: 2 }\n").unwrap_err();
         assert!(e.contains("sample_success"), "{e}");
+    }
+
+    #[test]
+    fn redis_ca_file_is_read_relative_to_the_config_and_checked() {
+        let dir = std::env::temp_dir().join(format!("kg-redis-ca-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("certs")).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = rcgen::CertificateParams::new(vec!["redis-ca".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.join("certs/ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.join("empty.pem"), "not a certificate\n").unwrap();
+        let load_in = |extra: &str| {
+            Config::from_text(
+                &dir.join("config.yaml"),
+                &format!("upstream: http://127.0.0.1:3000\ncluster:\n{extra}"),
+            )
+            .map_err(|e| e.to_string())
+        };
+        let c = load_in("  redis_url: rediss://r:6380/0\n  redis_ca_file: certs/ca.pem\n")
+            .unwrap()
+            .cluster
+            .unwrap();
+        let got = c.ca.as_ref().unwrap();
+        assert_eq!(got.path, dir.join("certs/ca.pem"));
+        assert_eq!(got.pem, ca.pem().into_bytes());
+        assert!(c.client().is_ok());
+        for (extra, why) in [
+            (
+                "  redis_url: rediss://r\n  redis_ca_file: missing.pem\n",
+                "missing.pem",
+            ),
+            (
+                "  redis_url: rediss://r\n  redis_ca_file: empty.pem\n",
+                "no PEM certificate",
+            ),
+            (
+                "  redis_url: redis://r\n  redis_ca_file: certs/ca.pem\n",
+                "not a rediss://",
+            ),
+        ] {
+            let e = load_in(extra).unwrap_err();
+            assert!(
+                e.contains("cluster.redis_ca_file") && e.contains(why),
+                "{e}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
 

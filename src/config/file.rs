@@ -283,6 +283,9 @@ pub(crate) struct ClusterFile {
     pub redis_url: String,
     #[serde(default)]
     pub redis_password_env: Option<String>,
+    /// PEM CA certificates that verify a `rediss://` server (default: system roots).
+    #[serde(default)]
+    pub redis_ca_file: Option<PathBuf>,
     #[serde(default = "default_cluster_name")]
     pub name: String,
     #[serde(default)]

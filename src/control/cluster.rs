@@ -110,7 +110,7 @@ impl Cluster {
         let known = source::read(&config.state_dir, &cfg.name);
         let c = Self {
             layout: store::Layout::new(&cfg.name),
-            logs: logs::Queue::new(cfg.sample_success),
+            logs: logs::Queue::new(cfg.sample_success, &cfg.node_name),
             client,
             fast: ArcSwapOption::empty(),
             bulk: ArcSwapOption::empty(),
@@ -187,9 +187,10 @@ impl Cluster {
         Ok(limit::check(self, key).await)
     }
 
-    /// The request-finished hook: queues a compact record for the shared stream.
-    pub(crate) fn record(&self, r: &crate::observe::record::Record) {
-        self.logs.push(r, &self.cfg.node_name, &self.metrics);
+    /// The request-finished hook: queues `r` (`line`, its access-log line) for the
+    /// shared stream.
+    pub(crate) fn record(&self, r: &crate::observe::record::Record, line: &str) {
+        self.logs.push(r, line, &self.metrics);
     }
 }
 

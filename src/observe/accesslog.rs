@@ -182,15 +182,30 @@ fn push_ms(o: &mut String, d: Duration) {
     }
 }
 
-/// One record as a JSON line (with the trailing newline). Never the query string,
-/// the key or its hash: the record holds none of them.
-pub(crate) fn format_record(r: &Record) -> String {
-    let mut o = String::with_capacity(320);
-    format_into(&mut o, r);
-    o
+/// Hands `f` the record as a JSON line (with the trailing newline), formatted into
+/// a buffer the thread keeps: one formatting per request, for every reader of the
+/// line (the access log, the cluster's shared stream), and no allocation. Never the
+/// query string, the key or its hash: the record holds none of them.
+pub(crate) fn with_line<T>(r: &Record, f: impl FnOnce(&str) -> T) -> T {
+    thread_local! {
+        static LINE: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(512));
+    }
+    LINE.with(|line| match line.try_borrow_mut() {
+        Ok(mut line) => {
+            line.clear();
+            format_into(&mut line, r);
+            f(&line)
+        }
+        // Re-entered from `f` (not done today): a buffer of its own.
+        Err(_) => {
+            let mut own = String::with_capacity(512);
+            format_into(&mut own, r);
+            f(&own)
+        }
+    })
 }
 
-/// [`format_record`], appended to `o`.
+/// [`with_line`]'s line, appended to `o`.
 fn format_into(o: &mut String, r: &Record) {
     o.push_str("{\"ts\":");
     push_ts(o, r.ts);
@@ -288,25 +303,20 @@ impl AccessLog {
         }
     }
 
-    /// Queues a record; never blocks on I/O. The line is formatted into a buffer
-    /// the thread keeps, then copied onto the queue: no allocation per record.
-    pub(crate) fn record(&self, r: &Record) {
-        thread_local! {
-            static LINE: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(512));
-        }
-        let queued = LINE.with(|line| {
-            let mut line = line.borrow_mut();
-            line.clear();
-            format_into(&mut line, r);
+    /// Queues one line of [`with_line`]; never blocks on I/O. The line is copied
+    /// onto the queue: no allocation per record.
+    pub(crate) fn push_line(&self, line: &str) {
+        let queued = {
             let mut q = lock(&self.queue.lines);
             if q.ends.len() >= QUEUE {
-                return false;
+                false
+            } else {
+                q.bytes.extend_from_slice(line.as_bytes());
+                let end = q.bytes.len();
+                q.ends.push(end);
+                true
             }
-            q.bytes.extend_from_slice(line.as_bytes());
-            let end = q.bytes.len();
-            q.ends.push(end);
-            true
-        });
+        };
         if !queued {
             self.metrics.access_log_dropped.inc();
             self.warn_dropped();

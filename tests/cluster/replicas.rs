@@ -19,6 +19,8 @@ pub struct Redis {
     pub port: u16,
     child: Option<Child>,
     dir: TempDir,
+    /// TLS only (`--port 0 --tls-port`): the PEM of the CA that signed its certificate.
+    tls_ca: Option<String>,
 }
 
 fn free_port() -> u16 {
@@ -36,14 +38,47 @@ impl Redis {
             port: free_port(),
             child: None,
             dir,
+            tls_ca: None,
+        };
+        r.spawn();
+        r
+    }
+
+    /// A server that speaks TLS only, with `cert`/`key` (PEM) signed by `ca` (PEM);
+    /// clients are not asked for a certificate.
+    pub fn start_tls(ca: &str, cert: &str, key: &str) -> Self {
+        let dir = TempDir::new();
+        dir.write("redis-ca.pem", ca);
+        dir.write("redis-cert.pem", cert);
+        dir.write("redis-key.pem", key);
+        let mut r = Self {
+            port: free_port(),
+            child: None,
+            dir,
+            tls_ca: Some(ca.to_string()),
         };
         r.spawn();
         r
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let mut cmd = Command::new("redis-server");
+        match self.tls_ca {
+            None => cmd.args(["--port", &self.port.to_string()]),
+            Some(_) => {
+                let f = |n: &str| self.dir.path().join(n);
+                cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                    .arg("--tls-cert-file")
+                    .arg(f("redis-cert.pem"))
+                    .arg("--tls-key-file")
+                    .arg(f("redis-key.pem"))
+                    .arg("--tls-ca-cert-file")
+                    .arg(f("redis-ca.pem"))
+                    .args(["--tls-auth-clients", "no"])
+            }
+        };
+        let child = cmd
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -65,11 +100,26 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls_ca.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
     pub fn client(&self) -> redis::Client {
-        redis::Client::open(self.url()).unwrap()
+        match &self.tls_ca {
+            None => redis::Client::open(self.url()).unwrap(),
+            Some(ca) => redis::Client::build_with_tls(
+                self.url(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.as_bytes().to_vec()),
+                },
+            )
+            .unwrap(),
+        }
     }
 
     pub fn con(&self) -> redis::Connection {
@@ -145,7 +195,17 @@ pub fn start_node(
     node: &str,
     extra: &str,
 ) -> (Spawned, TempDir) {
-    let dir = TempDir::new();
+    start_node_in(TempDir::new(), upstream, redis, node, extra)
+}
+
+/// [`start_node`] in a folder prepared by the caller (files the config names).
+pub fn start_node_in(
+    dir: TempDir,
+    upstream: SocketAddr,
+    redis: &Redis,
+    node: &str,
+    extra: &str,
+) -> (Spawned, TempDir) {
     dir.write("keys.yaml", &keys_yaml());
     let cfg = format!(
         "{}{}",

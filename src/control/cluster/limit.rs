@@ -1,6 +1,9 @@
 //! The shared per-key rate limit: one `EVALSHA` of the GCRA script per request,
 //! with the Redis server's clock, so every replica draws from one budget.
 //!
+//! * Per key, the `EVALSHA` command (script hash, the key's Redis key, its interval
+//!   and tolerance) is encoded once and reused while the key's rate stays the same;
+//!   the request path builds no command and no key name.
 //! * A denial is cached locally ("denied until"): a key over its limit costs no
 //!   round trip until its next token is due.
 //! * A circuit breaker: a failed or slow call opens it for [`OPEN_FOR`]; while open,
@@ -28,9 +31,19 @@ use crate::ratelimit::{KeyLimiter, Per, Rate, RetryAfter, check_key};
 /// How long the breaker stays open before a probe.
 pub(crate) const OPEN_FOR: Duration = Duration::from_millis(500);
 
+/// One key's shared-limit state.
+struct PerKey {
+    /// The rate `cmd` was built for.
+    rate: Rate,
+    /// `EVALSHA <gcra> 1 <kg:{name}:rl:id> <interval> <tolerance>`, encoded once.
+    cmd: redis::Cmd,
+    /// Denied until this many µs after [`Limiter::base`] (0 = not denied).
+    denied_until: AtomicU64,
+}
+
 pub(crate) struct Limiter {
     script: Script,
-    denied: DashMap<KeyId, Instant>,
+    keys: DashMap<KeyId, Arc<PerKey>>,
     local: DashMap<KeyId, (Rate, Arc<KeyLimiter>)>,
     /// Breaker: open until this many ms after `base` (0 = closed).
     open_until: AtomicU64,
@@ -42,7 +55,7 @@ impl Default for Limiter {
     fn default() -> Self {
         Self {
             script: super::store::gcra(),
-            denied: DashMap::new(),
+            keys: DashMap::new(),
             local: DashMap::new(),
             open_until: AtomicU64::new(0),
             probing: AtomicBool::new(false),
@@ -114,8 +127,40 @@ impl Limiter {
 
     /// Drops the state of keys no longer in the snapshot.
     pub(crate) fn retain(&self, keep: impl Fn(&KeyId) -> bool) {
-        self.denied.retain(|k, _| keep(k));
+        self.keys.retain(|k, _| keep(k));
         self.local.retain(|k, _| keep(k));
+    }
+
+    /// `key`'s state, its command built for its current rate (a changed rate gets
+    /// a new command and keeps the denial).
+    fn per_key(&self, c: &Cluster, key: &KeyRecord) -> Arc<PerKey> {
+        if let Some(k) = self.keys.get(&key.id)
+            && k.rate == key.rate
+        {
+            return k.clone();
+        }
+        let (interval, tolerance) = gcra_args(&key.rate);
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.script.get_hash())
+            .arg(1)
+            .arg(c.layout.rate(key.id.as_str()))
+            .arg(interval)
+            .arg(tolerance);
+        let denied = self
+            .keys
+            .get(&key.id)
+            .map_or(0, |k| k.denied_until.load(Ordering::Relaxed));
+        let k = Arc::new(PerKey {
+            rate: key.rate,
+            cmd,
+            denied_until: AtomicU64::new(denied),
+        });
+        self.keys.insert(key.id.clone(), k.clone());
+        k
+    }
+
+    fn us(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_micros()).unwrap_or(u64::MAX)
     }
 
     fn fallback(&self, c: &Cluster, key: &KeyRecord) -> Result<(), RetryAfter> {
@@ -144,11 +189,14 @@ impl Limiter {
 pub(crate) async fn check(c: &Cluster, key: &Arc<KeyRecord>) -> Result<(), RetryAfter> {
     let l = &c.limiter;
     let now = Instant::now();
-    if let Some(until) = l.denied.get(&key.id).map(|u| *u) {
-        if now < until {
-            return Err(retry_after(until - now));
+    let k = l.per_key(c, key);
+    let until = k.denied_until.load(Ordering::Relaxed);
+    if until != 0 {
+        let left = until.saturating_sub(l.us(now));
+        if left > 0 {
+            return Err(retry_after(Duration::from_micros(left)));
         }
-        l.denied.remove(&key.id);
+        k.denied_until.store(0, Ordering::Relaxed);
     }
     let Some(con) = c.fast.load_full() else {
         return l.fallback(c, key);
@@ -156,37 +204,38 @@ pub(crate) async fn check(c: &Cluster, key: &Arc<KeyRecord>) -> Result<(), Retry
     if l.breaker_open() {
         return l.fallback(c, key);
     }
-    let (interval, tolerance) = gcra_args(&key.rate);
     let mut con = (*con).clone();
-    let mut inv = l.script.prepare_invoke();
-    inv.key(c.layout.rate(key.id.as_str()))
-        .arg(interval)
-        .arg(tolerance);
-    let answer =
-        tokio::time::timeout(REQUEST_TIMEOUT, inv.invoke_async::<(i64, i64)>(&mut con)).await;
+    let answer = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        super::store::evalsha::<(i64, i64)>(&l.script, &k.cmd, &mut con),
+    )
+    .await;
+    let fallback_gauge = &c.metrics.fallback_rate_limit;
     match answer {
         Ok(Ok((allowed, wait_us))) => {
             if l.is_open() {
                 l.close();
             }
-            c.metrics.fallback.with_label_values(&["rate_limit"]).set(0);
+            fallback_gauge.set(0);
             if allowed == 1 {
                 Ok(())
             } else {
                 let wait = Duration::from_micros(u64::try_from(wait_us).unwrap_or(0));
-                l.denied.insert(key.id.clone(), now + wait);
+                // At least 1 µs, so a denial is never read as "not denied".
+                let until = l.us(now + wait).max(1);
+                k.denied_until.store(until, Ordering::Relaxed);
                 Err(retry_after(wait))
             }
         }
         Ok(Err(e)) => {
             l.trip();
             c.mark_down(&e);
-            c.metrics.fallback.with_label_values(&["rate_limit"]).set(1);
+            fallback_gauge.set(1);
             l.fallback(c, key)
         }
         Err(_) => {
             l.trip();
-            c.metrics.fallback.with_label_values(&["rate_limit"]).set(1);
+            fallback_gauge.set(1);
             l.fallback(c, key)
         }
     }

@@ -10,6 +10,8 @@ pub(crate) struct ClusterMetrics {
     pub(crate) snapshot_version: IntGauge,
     pub(crate) stale_seconds: Gauge,
     pub(crate) fallback: IntGaugeVec,
+    /// `fallback{what="rate_limit"}`, looked up once (set on every shared check).
+    pub(crate) fallback_rate_limit: IntGauge,
     pub(crate) replicas: IntGauge,
     pub(crate) log_dropped: IntCounter,
 }
@@ -20,6 +22,13 @@ fn opts(name: &str, help: &str) -> Opts {
 
 impl ClusterMetrics {
     pub(crate) fn register(r: &Registry) -> Result<Self, prometheus::Error> {
+        let fallback = IntGaugeVec::new(
+            opts(
+                "cluster_fallback_active",
+                "1 while a fallback is in force (what: rate_limit, keys)",
+            ),
+            &["what"],
+        )?;
         let m = Self {
             redis_up: IntGauge::with_opts(opts(
                 "cluster_redis_up",
@@ -44,13 +53,8 @@ impl ClusterMetrics {
                 "cluster_stale_seconds",
                 "Seconds since the cluster store last answered",
             ))?,
-            fallback: IntGaugeVec::new(
-                opts(
-                    "cluster_fallback_active",
-                    "1 while a fallback is in force (what: rate_limit, keys)",
-                ),
-                &["what"],
-            )?,
+            fallback_rate_limit: fallback.with_label_values(&["rate_limit"]),
+            fallback,
             replicas: IntGauge::with_opts(opts(
                 "cluster_replicas",
                 "Replicas seen alive in the last 10 s",

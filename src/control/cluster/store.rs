@@ -137,6 +137,37 @@ pub(crate) fn decode(raw: Raw) -> Result<(State, HashMap<String, Source>), Strin
     ))
 }
 
+/// One `EVALSHA` of `script` (`cmd`); a server that lost the script (restarted,
+/// `SCRIPT FLUSH`) gets it loaded and the same call again (nothing ran the first
+/// time: `NOSCRIPT` is answered before the script starts).
+pub(crate) async fn evalsha<T: redis::FromRedisValue>(
+    script: &Script,
+    cmd: &redis::Cmd,
+    con: &mut redis::aio::ConnectionManager,
+) -> redis::RedisResult<T> {
+    match cmd.query_async(con).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            script.load_async(con).await?;
+            cmd.query_async(con).await
+        }
+        answer => answer,
+    }
+}
+
+/// Appends records to the capped recent-requests stream, one entry each (field
+/// `j`), exactly as one `XADD` per record would. KEYS: the stream. ARGV: the cap
+/// (`MAXLEN ~`), then the records. Returns how many were appended.
+pub(crate) fn append_logs() -> Script {
+    Script::new(
+        r"
+for i = 2, #ARGV do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'j', ARGV[i])
+end
+return #ARGV - 1
+",
+    )
+}
+
 /// GCRA with the Redis server's clock. ARGV: emission interval and tolerance
 /// (interval × (burst − 1)), both in µs. Returns `{1, 0}` allowed or `{0, wait_µs}`;
 /// a denial writes nothing.

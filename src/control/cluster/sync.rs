@@ -28,6 +28,7 @@ async fn manager(c: &Cluster, timeout: Duration) -> redis::RedisResult<Connectio
 /// Connects both managed connections, retrying until Redis answers.
 async fn connect(c: &Arc<Cluster>) {
     let mut wait = Duration::from_millis(100);
+    let mut logged = false;
     loop {
         match (
             manager(c, REQUEST_TIMEOUT).await,
@@ -40,6 +41,10 @@ async fn connect(c: &Arc<Cluster>) {
                 return;
             }
             (Err(e), _) | (_, Err(e)) => {
+                // Said once (a wrong URL, password or CA would otherwise be silent).
+                if !std::mem::replace(&mut logged, true) {
+                    tracing::error!(cluster = %c.cfg.name, error = %e, "cannot connect to the cluster store; retrying (serving the last snapshot or the keys file)");
+                }
                 c.mark_down(&e);
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(2));
