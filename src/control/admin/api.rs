@@ -32,8 +32,13 @@ async fn body<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<
         .await
         .map_err(|_| bad("the body is larger than 64 KiB or was cut off"))?
         .to_bytes();
+    // A JSON object, nothing before or after it (serde would also read a struct
+    // from an array, and stop at the end of the first value).
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(bad("body: must be a JSON object"));
+    }
     let mut de = serde_json::Deserializer::from_slice(&bytes);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if path.is_empty() || path == "." {
@@ -41,7 +46,10 @@ async fn body<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<
         } else {
             bad(format!("{path}: {inner}"))
         }
-    })
+    })?;
+    de.end()
+        .map_err(|e| bad(format!("body: {e} (one JSON object only)")))?;
+    Ok(value)
 }
 
 fn levels(m: &BTreeMap<String, String>) -> Result<BTreeMap<String, Level>, ApiError> {
