@@ -11,7 +11,7 @@
 //! | `proxy` | the data plane: the pipeline (the one place that knows the order of a request's checks), hygiene, auth, refusals, the header rewrite, the upstream client; reads snapshots, never writes one |
 //! | `server` | transport only: one accept loop for every listener, connection deadlines, TLS |
 //! | `observe` | the request-finished hook, the response body that fires it, metrics, the access-log writer and reader |
-//! | `config`, `keys`, `policy`, `ratelimit` | leaves: the two layers of config.yaml, key formats and the key set, categories and levels, limiters |
+//! | `config`, `keys`, `policy`, `ratelimit`, `pool` | leaves: the two layers of config.yaml, key formats and the key set, categories and levels, limiters, the upstream connection pool |
 //!
 //! A request's path: `server` accepts the connection and hands each request to the
 //! `proxy` pipeline with the snapshot in force → hygiene → public paths → the API
@@ -27,6 +27,7 @@ mod gateway;
 mod keys;
 mod observe;
 mod policy;
+mod pool;
 mod proxy;
 mod ratelimit;
 mod server;

@@ -9,3 +9,4 @@ pub(crate) mod body;
 pub(crate) mod logs;
 pub(crate) mod metrics;
 pub(crate) mod record;
+pub(crate) mod request_body;

@@ -10,7 +10,6 @@ pub(crate) mod forward;
 pub(crate) mod hygiene;
 pub(crate) mod pipeline;
 pub(crate) mod reject;
-pub(crate) mod request_body;
 pub(crate) mod requestid;
 pub(crate) mod snapshot;
 pub(crate) mod tunnel;

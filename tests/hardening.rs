@@ -288,6 +288,35 @@ async fn a_pooled_connection_the_upstream_closed_is_retried_for_idempotent_reque
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_upstream_connection_that_fails_is_not_retried() {
+    // Every upstream connection reads one request head and closes without
+    // answering: not the keep-alive race (the connection was new), so the GET is
+    // sent once and answered 502.
+    let heads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = heads.clone();
+    let up = raw_upstream(move |mut s| {
+        if read_head(&mut s) {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let (_dir, gw, _records) = gateway_at(up, "").await;
+    let addr = gw.public_addr;
+    let status = tokio::task::spawn_blocking(move || {
+        Reply::parse(&raw_exchange(
+            addr,
+            format!("GET /api/v1/jobs HTTP/1.1\r\nHost: x\r\nX-API-Key: {SECRET_WRITE}\r\nConnection: close\r\n\r\n").as_bytes(),
+        ))
+        .status
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 502);
+    // Give a (wrong) second attempt time to arrive before counting.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(heads.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_chunked_body_is_the_clients_fault() {
     let h = Harness::start().await;
     let raw = h.raw(&format!(

@@ -19,7 +19,7 @@ const ORDER: &[&[&str]] = &[
     &["observe"],
     &["keys"],
     &["config"],
-    &["policy", "ratelimit"],
+    &["policy", "ratelimit", "pool"],
 ];
 
 fn rank(top: &str) -> usize {

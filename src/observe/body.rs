@@ -4,7 +4,6 @@
 //! `timeouts.upstream_read` mid-body (the stream is then cut), or as
 //! `client_closed` when dropped early.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -12,51 +11,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::time::{Instant, Sleep};
 
 use crate::observe::record::{BODY_CAPTURE_MAX, CapturedBody, Decision, Finish};
-
-/// What a body stream fails with.
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The longest pause allowed between two frames of a body. The timer is made on
-/// the first pause only and re-armed (not re-made) on later ones.
-#[derive(Debug)]
-pub(crate) struct IdleTimer {
-    idle: Duration,
-    sleep: Option<Pin<Box<Sleep>>>,
-    armed: bool,
-}
-
-impl IdleTimer {
-    pub(crate) fn new(idle: Duration) -> Self {
-        Self {
-            idle,
-            sleep: None,
-            armed: false,
-        }
-    }
-
-    /// The body made progress: the next pause starts a new wait.
-    pub(crate) fn progress(&mut self) {
-        self.armed = false;
-    }
-
-    /// The body is pending: has the pause lasted longer than allowed?
-    pub(crate) fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.armed {
-            let deadline = Instant::now() + self.idle;
-            match &mut self.sleep {
-                Some(s) => s.as_mut().reset(deadline),
-                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
-            }
-            self.armed = true;
-        }
-        self.sleep
-            .as_mut()
-            .is_some_and(|s| s.as_mut().poll(cx).is_ready())
-    }
-}
+use crate::observe::request_body::{BoxError, IdleTimer, ReqBody};
+use crate::pool::Lease;
 
 /// The upstream paused longer than `timeouts.upstream_read` mid-body.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +23,9 @@ pub(crate) struct UpstreamReadTimeout;
 
 enum Inner {
     Full(Option<Bytes>),
-    Stream(Incoming, IdleTimer),
+    /// The upstream's body, its pause timer, and the lease on its connection
+    /// (given back to the pool when the body has been read to its end).
+    Stream(Incoming, IdleTimer, Option<Lease<ReqBody>>),
 }
 
 /// Every response body: made by keygate, or the upstream's.
@@ -123,10 +83,16 @@ impl ResBody {
         }
     }
 
-    /// The upstream's body; `upstream_read` bounds each pause in it.
-    pub(crate) fn stream(body: Incoming, upstream_read: Duration) -> Self {
+    /// The upstream's body; `upstream_read` bounds each pause in it. `lease`: the
+    /// connection it comes on, given back to the pool once the body has ended and
+    /// the request was sent whole (else the connection closes).
+    pub(crate) fn stream(
+        body: Incoming,
+        lease: Option<Lease<ReqBody>>,
+        upstream_read: Duration,
+    ) -> Self {
         Self {
-            inner: Inner::Stream(body, IdleTimer::new(upstream_read)),
+            inner: Inner::Stream(body, IdleTimer::new(upstream_read), lease),
             sent: 0,
             finish: None,
             bodiless: false,
@@ -151,6 +117,15 @@ impl ResBody {
     }
 
     fn complete(&mut self) {
+        if let Inner::Stream(_, _, lease) = &mut self.inner
+            && let Some(lease) = lease.take()
+            && self
+                .finish
+                .as_ref()
+                .is_none_or(|f| f.counters.as_ref().is_none_or(|c| c.body_fully_read()))
+        {
+            lease.release();
+        }
         if let Some(mut f) = self.finish.take() {
             if let Some(c) = self.capture.take() {
                 f.record.body = Some(CapturedBody {
@@ -195,7 +170,7 @@ impl Body for ResBody {
         let this = &mut *self;
         let res: Poll<Option<Result<Frame<Bytes>, BoxError>>> = match &mut this.inner {
             Inner::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            Inner::Stream(body, timer) => match Pin::new(body).poll_frame(cx) {
+            Inner::Stream(body, timer, _) => match Pin::new(body).poll_frame(cx) {
                 Poll::Pending if timer.expired(cx) => {
                     tracing::debug!(
                         "upstream body paused longer than timeouts.upstream_read; cutting the response"
@@ -235,7 +210,7 @@ impl Body for ResBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Full(d) => d.is_none(),
-            Inner::Stream(b, _) => b.is_end_stream(),
+            Inner::Stream(b, ..) => b.is_end_stream(),
         }
     }
 
@@ -243,7 +218,7 @@ impl Body for ResBody {
         match &self.inner {
             Inner::Full(Some(d)) => SizeHint::with_exact(d.len() as u64),
             Inner::Full(None) => SizeHint::with_exact(0),
-            Inner::Stream(b, _) => b.size_hint(),
+            Inner::Stream(b, ..) => b.size_hint(),
         }
     }
 }

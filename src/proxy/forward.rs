@@ -14,8 +14,8 @@ use ipnet::IpNet;
 use crate::config::{Config, KeyHeader};
 use crate::keys::store::KeyRecord;
 use crate::observe::record::{ReqCounters, ip_text};
+use crate::observe::request_body::ReqBody;
 use crate::proxy::reject::Reject;
-use crate::proxy::request_body::ReqBody;
 use crate::proxy::requestid;
 
 /// Headers that never cross the gateway (besides those named in `Connection`).
@@ -232,12 +232,8 @@ pub(crate) fn rewrite_request(
     {
         parts.headers.insert(header::HOST, v);
     }
-    parts.uri = Uri::builder()
-        .scheme(config.upstream.scheme.clone())
-        .authority(config.upstream.authority.clone())
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|_| Reject::BadPath(crate::proxy::hygiene::PathError::TargetForm))?;
+    // Origin-form: the pool's connection already goes to `upstream`.
+    parts.uri = Uri::from(path_and_query);
     parts.version = Version::HTTP_11;
 
     let h = &mut parts.headers;

@@ -84,7 +84,7 @@ pub(crate) async fn handle(
 
     let result = run(&snapshots, &snap, conn, &client, &request_id, req, &mut fin).await;
     match result {
-        Ok((upstream, decision)) => {
+        Ok(((upstream, lease), decision)) => {
             fin.upstream_answered();
             let (mut parts, body) = upstream.into_parts();
             parts.headers.insert(requestid::HEADER, request_id.clone());
@@ -94,7 +94,7 @@ pub(crate) async fn handle(
                 || parts.status == StatusCode::SWITCHING_PROTOCOLS
                 || parts.status == StatusCode::NO_CONTENT
                 || parts.status == StatusCode::NOT_MODIFIED;
-            let mut body = ResBody::stream(body, snap.config.timeouts.upstream_read);
+            let mut body = ResBody::stream(body, lease, snap.config.timeouts.upstream_read);
             // A copy of the body's start only when an observer wants this one
             // (webhooks with include_body): one atomic load otherwise.
             if snapshots.observer().wants_body(&fin.record) {
@@ -322,6 +322,9 @@ async fn steps_1_to_7<B>(
     authorize(snap, req, conn, &key, route, facts)
 }
 
+/// The upstream's response, and the lease on its connection (none for a tunnel).
+type Upstream = (Response<Incoming>, Option<upstream::Lease>);
+
 /// Steps 1–8. On success, the upstream's response and the decision to record.
 async fn run(
     snapshots: &Snapshots,
@@ -331,7 +334,7 @@ async fn run(
     request_id: &HeaderValue,
     req: Request<Incoming>,
     fin: &mut Finish,
-) -> Result<(Response<Incoming>, Decision), Reject> {
+) -> Result<(Upstream, Decision), Reject> {
     let mut facts = Facts::default();
     let pass = steps_1_to_7(snapshots, snap, &req, conn, client.ip, &mut facts).await;
     let Facts {
@@ -377,7 +380,7 @@ async fn send_upstream(
     fwd: Forward<'_>,
     mut req: Request<Incoming>,
     fin: &mut Finish,
-) -> Result<Response<Incoming>, Reject> {
+) -> Result<Upstream, Reject> {
     let cfg = &*snap.config;
     // A declared length over the limit is refused before anything is sent upstream.
     if let Some(limit) = cfg.limits.max_body_bytes
@@ -397,7 +400,7 @@ async fn send_upstream(
         forward::rewrite_request(cfg, &fwd, &fin.record.path, req, counters.clone())?;
     fin.counters = Some(counters.clone());
     fin.upstream_started = Some(Instant::now());
-    let mut res = match upstream::send(&snap.client, cfg, upstream_req, &counters).await {
+    let (mut res, lease) = match upstream::send(&snap.client, cfg, upstream_req, &counters).await {
         Ok(res) => res,
         Err(r @ (Reject::UpstreamUnavailable | Reject::UpstreamTimeout)) => {
             // Off the success path: one atomic decides whether to say so again.
@@ -422,8 +425,10 @@ async fn send_upstream(
             // A 101 keygate did not ask for cannot be honoured.
             _ => return Err(Reject::UpstreamUnavailable),
         }
+        // The connection is the tunnel's now: it never goes back to the pool.
+        return Ok((res, None));
     }
-    Ok(res)
+    Ok((res, Some(lease)))
 }
 
 #[cfg(test)]

@@ -1,49 +1,61 @@
-//! The upstream side: the pooled hyper-util client (https with the system roots or
-//! `upstream_ca_file`), sending a request, and upstream failures turned into
+//! The upstream side: the connection pool to the upstream (https with the system
+//! roots or `upstream_ca_file`), sending a request (and its one retry), and upstream failures turned into
 //! refusals (`502`, `504`, `413`).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::ServerName;
 
 use crate::config::Config;
 use crate::observe::record::ReqCounters;
+use crate::observe::request_body::ReqBody;
+use crate::pool::{self, Pool, Target};
 use crate::proxy::forward::strip_hop_by_hop;
 use crate::proxy::reject::Reject;
-use crate::proxy::request_body::ReqBody;
 
-pub(crate) type UpstreamClient = Client<HttpsConnector<HttpConnector>, ReqBody>;
+/// The upstream connection pool of a config.
+pub(crate) type UpstreamClient = Pool<ReqBody>;
 
-/// Builds the pooled client for a config (https with the system roots or
+/// A response's hold on its upstream connection (given back when its body ended).
+pub(crate) type Lease = pool::Lease<ReqBody>;
+
+/// Idle upstream connections are closed after this long.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// At most this many idle upstream connections are kept.
+const MAX_IDLE: usize = 1024;
+
+/// Builds the connection pool for a config (https with the system roots or
 /// `upstream_ca_file` when the upstream is https).
 pub(crate) fn client(config: &Config) -> Result<UpstreamClient, String> {
-    let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(config.timeouts.upstream_connect));
-    http.set_nodelay(true);
-    http.enforce_http(false);
-    let tls = if config.upstream.scheme == http::uri::Scheme::HTTPS {
-        crate::server::tls::upstream_client_config(config.upstream_ca_file.as_ref())?
+    let authority = &config.upstream.authority;
+    let https = config.upstream.scheme == http::uri::Scheme::HTTPS;
+    let host = authority.host();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+        .to_owned();
+    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let tls = if https {
+        let config = crate::server::tls::upstream_client_config(config.upstream_ca_file.as_ref())?;
+        let name = ServerName::try_from(host.clone())
+            .map_err(|e| format!("upstream: {host} is not a TLS server name: {e}"))?;
+        Some((Arc::new(config), name))
     } else {
-        // Never used for an http upstream; no need to read the system roots.
-        crate::server::tls::upstream_client_config_empty()?
+        None
     };
-    let connector = HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024)
-        .set_host(false)
-        .build(connector))
+    Ok(Pool::new(Target {
+        host,
+        port,
+        tls,
+        connect_timeout: config.timeouts.upstream_connect,
+        idle_timeout: IDLE_TIMEOUT,
+        max_idle: MAX_IDLE,
+    }))
 }
 
 /// Sends the request and waits for the upstream's response head.
@@ -54,12 +66,12 @@ pub(crate) async fn send(
     config: &Config,
     req: Request<ReqBody>,
     counters: &ReqCounters,
-) -> Result<Response<Incoming>, Reject> {
+) -> Result<(Response<Incoming>, Lease), Reject> {
     let started = Instant::now();
     // A bodiless idempotent request can be sent again if a pooled connection the
     // upstream had just closed fails it before any response byte (as nginx does
     // for cached connections). A non-idempotent one is retried only when it
-    // provably never left: hyper's pool does that itself (a canceled request).
+    // provably never left: the pool does that itself (hyper hands it back unsent).
     let replay = (is_idempotent(req.method()) && req.body().is_end_stream()).then(|| {
         let mut r = Request::new(req.body().empty_like());
         *r.method_mut() = req.method().clone();
@@ -68,21 +80,23 @@ pub(crate) async fn send(
         *r.headers_mut() = req.headers().clone();
         r
     });
-    let result = match exchange(client, config, req, counters).await {
-        Err(Exchange::Failed(e)) if !e.is_connect() && replay.is_some() => {
-            tracing::debug!(error = %e, "upstream connection failed before answering; retrying once on a fresh connection");
+    let result = match exchange(client, config, req, counters, true).await {
+        Err(Exchange::Failed(e @ pool::Error::Exchange { reused: true, .. }))
+            if replay.is_some() =>
+        {
+            tracing::debug!(error = %e, "pooled upstream connection failed before answering; retrying once on a fresh connection");
             match replay {
-                Some(r) => exchange(client, config, r, counters).await,
+                Some(r) => exchange(client, config, r, counters, false).await,
                 None => Err(Exchange::Failed(e)),
             }
         }
         other => other,
     };
     match result {
-        Ok(mut res) => {
+        Ok((mut res, lease)) => {
             let switching = res.status() == http::StatusCode::SWITCHING_PROTOCOLS;
             strip_hop_by_hop(res.headers_mut(), switching);
-            Ok(res)
+            Ok((res, lease))
         }
         Err(Exchange::Timeout) => Err(Reject::UpstreamTimeout),
         Err(Exchange::Failed(e)) => {
@@ -112,7 +126,7 @@ fn is_idempotent(m: &http::Method) -> bool {
 
 enum Exchange {
     Timeout,
-    Failed(hyper_util::client::legacy::Error),
+    Failed(pool::Error),
 }
 
 /// One attempt: send, then wait for the response head (`timeouts.upstream_response`
@@ -122,8 +136,9 @@ async fn exchange(
     config: &Config,
     req: Request<ReqBody>,
     counters: &ReqCounters,
-) -> Result<Response<Incoming>, Exchange> {
-    let fut = client.request(req);
+    pooled: bool,
+) -> Result<(Response<Incoming>, Lease), Exchange> {
+    let fut = client.send(req, pooled);
     tokio::pin!(fut);
     tokio::select! {
         biased;

@@ -29,8 +29,9 @@ use bytes::Bytes as Data;
 use http_body::{Body, Frame, SizeHint};
 
 use super::{ConnInfo, ConnSettings, Service};
-use crate::observe::body::{BoxError, ResBody};
+use crate::observe::body::ResBody;
 use crate::observe::metrics::{ConnError, Metrics};
+use crate::observe::request_body::BoxError;
 
 /// Activity of one connection: requests in flight, when the last one ended, and
 /// when the bytes of a next HTTP/1 request head began to arrive.

@@ -170,17 +170,6 @@ pub(crate) fn upstream_client_config(ca_file: Option<&PathBuf>) -> Result<Client
         .map(|b| b.with_root_certificates(roots).with_no_client_auth())
 }
 
-/// A client config that trusts nothing (for http upstreams, where it is never used).
-pub(crate) fn upstream_client_config_empty() -> Result<ClientConfig, String> {
-    ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("tls: {e}"))
-        .map(|b| {
-            b.with_root_certificates(RootCertStore::empty())
-                .with_no_client_auth()
-        })
-}
-
 /// Reads one DER TLV at `pos`: (tag, content range, end).
 fn der_tlv(d: &[u8], pos: usize) -> Option<(u8, std::ops::Range<usize>, usize)> {
     let tag = *d.get(pos)?;

@@ -4,19 +4,61 @@
 //! (`408`), and tells a body the client framed badly (`400 bad_request_body`) from
 //! an upstream failure.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
 
 use crate::observe::record::ReqCounters;
 
-pub(crate) use crate::observe::body::BoxError;
-use crate::observe::body::IdleTimer;
+/// What a body stream fails with.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The longest pause allowed between two frames of a body. The timer is made on
+/// the first pause only and re-armed (not re-made) on later ones.
+#[derive(Debug)]
+pub(crate) struct IdleTimer {
+    idle: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl IdleTimer {
+    pub(crate) fn new(idle: Duration) -> Self {
+        Self {
+            idle,
+            sleep: None,
+            armed: false,
+        }
+    }
+
+    /// The body made progress: the next pause starts a new wait.
+    pub(crate) fn progress(&mut self) {
+        self.armed = false;
+    }
+
+    /// The body is pending: has the pause lasted longer than allowed?
+    pub(crate) fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.armed {
+            let deadline = Instant::now() + self.idle;
+            match &mut self.sleep {
+                Some(s) => s.as_mut().reset(deadline),
+                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+            self.armed = true;
+        }
+        self.sleep
+            .as_mut()
+            .is_some_and(|s| s.as_mut().poll(cx).is_ready())
+    }
+}
 
 /// The client paused longer than `timeouts.client_body_read` in its body.
 #[derive(Debug, thiserror::Error)]
