@@ -179,7 +179,7 @@ impl Pattern {
 
 /// Splits off the first segment: `"a/b"` → `("a", Some("b"))`, `"a"` → `("a", None)`.
 fn next_seg(rest: &str) -> (&str, Option<&str>) {
-    match rest.find('/') {
+    match rest.bytes().position(|b| b == b'/') {
         Some(i) => (&rest[..i], Some(&rest[i + 1..])),
         None => (rest, None),
     }

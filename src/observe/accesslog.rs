@@ -81,16 +81,44 @@ impl Drop for AccessLog {
     }
 }
 
+/// The bytes [`push_json_str`] looks at twice: control characters, `"`, `\\`,
+/// DEL and 0xE2 (the first byte of U+2028 and U+2029).
+static ESCAPE_OR_CHECK: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = true;
+        b += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t[0x7f] = true;
+    t[0xe2] = true;
+    t
+};
+
+/// Appends `n` in decimal (as `Display` writes it, without the formatter).
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut b = [0u8; 20];
+    let mut i = b.len();
+    loop {
+        i -= 1;
+        b[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&b[i..]).unwrap_or_default());
+}
+
 /// Appends `s` as a JSON string (quotes, backslashes and control characters
 /// escaped), so a record is always exactly one line.
 fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
     // Nearly always nothing needs escaping: copy the whole text at once. (0xE2
     // starts U+2028 and U+2029, which are escaped, and other characters too.)
-    if !s
-        .bytes()
-        .any(|b| b < 0x20 || matches!(b, b'"' | b'\\' | 0x7f | 0xe2))
-    {
+    if !s.bytes().any(|b| ESCAPE_OR_CHECK[usize::from(b)]) {
         out.push_str(s);
         out.push('"');
         return;
@@ -164,7 +192,7 @@ fn push_ms(o: &mut String, d: Duration) {
         return;
     }
     let us = us as u64;
-    let _ = write!(o, "{}", us / 1000);
+    push_u64(o, us / 1000);
     let frac = us % 1000;
     if frac != 0 {
         let digits = [
@@ -215,12 +243,11 @@ fn format_into(o: &mut String, r: &Record) {
     push_json_str(o, r.method.as_str());
     o.push_str(",\"path\":");
     push_json_str(o, &r.path);
-    let _ = write!(
-        o,
-        ",\"status\":{},\"decision\":\"{}\"",
-        r.status,
-        r.decision.as_str()
-    );
+    o.push_str(",\"status\":");
+    push_u64(o, u64::from(r.status));
+    o.push_str(",\"decision\":\"");
+    o.push_str(r.decision.as_str());
+    o.push('"');
     o.push_str(",\"reason\":");
     push_opt_str(o, r.reason);
     o.push_str(",\"key_id\":");
@@ -241,11 +268,10 @@ fn format_into(o: &mut String, r: &Record) {
         }
         None => o.push_str(",\"upstream_ms\":null"),
     }
-    let _ = write!(
-        o,
-        ",\"bytes_in\":{},\"bytes_out\":{}",
-        r.bytes_in, r.bytes_out
-    );
+    o.push_str(",\"bytes_in\":");
+    push_u64(o, r.bytes_in);
+    o.push_str(",\"bytes_out\":");
+    push_u64(o, r.bytes_out);
     o.push_str(",\"user_agent\":");
     match &r.user_agent {
         Some(ua) => {
@@ -601,6 +627,35 @@ mod tests {
             let mut o = String::new();
             push_ms(&mut o, d);
             assert_eq!(o, display(d), "{n} ns");
+        }
+    }
+
+    #[test]
+    fn integers_are_written_as_display_writes_them() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            499,
+            65_535,
+            1 << 32,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let mut o = String::from("x");
+            push_u64(&mut o, n);
+            assert_eq!(o, format!("x{n}"));
+        }
+    }
+
+    #[test]
+    fn the_escape_table_marks_exactly_the_bytes_to_look_at() {
+        for b in 0..=255u8 {
+            let want = b < 0x20 || matches!(b, b'"' | b'\\' | 0x7f | 0xe2);
+            assert_eq!(ESCAPE_OR_CHECK[usize::from(b)], want, "byte {b:#x}");
         }
     }
 
