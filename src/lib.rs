@@ -5,6 +5,7 @@
 //!
 //! | module | its one job |
 //! | --- | --- |
+//! | `bench` | not API: thin wrappers over the internals for `benches/` (hidden from the docs) |
 //! | [`cli`] | the command line: arguments, `serve`, key commands, log printing, the demo; the only reader of the environment |
 //! | `gateway` | the composition root: builds the snapshot handle and the reloader, binds the listeners, drains on shutdown |
 //! | `control` | the only writer: the reloader, the keys watcher, key management, the state folder, the admin API + console, the metrics listener |
@@ -20,6 +21,8 @@
 //! the response body and fires exactly once, feeding metrics, the access log and the
 //! key's last-used time.
 
+#[doc(hidden)]
+pub mod bench;
 pub mod cli;
 mod config;
 mod control;

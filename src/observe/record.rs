@@ -111,6 +111,34 @@ pub enum Decision {
 }
 
 impl Record {
+    /// The record of a request that has just arrived: what is known from its head,
+    /// and a client that closed before any response (until the pipeline knows more).
+    pub(crate) fn arrived(
+        method: Method,
+        request_id: HeaderValue,
+        ip: IpAddr,
+        user_agent: Option<HeaderValue>,
+    ) -> Self {
+        Self {
+            ts: OffsetDateTime::now_utc(),
+            request_id,
+            method,
+            path: String::new(),
+            status: 499,
+            decision: Decision::ClientClosed,
+            reason: None,
+            key: None,
+            category: None,
+            ip,
+            duration: Duration::ZERO,
+            upstream: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            user_agent,
+            body: None,
+        }
+    }
+
     /// The id of the key that was recognised, if any.
     pub fn key_id(&self) -> Option<&str> {
         self.key.as_ref().map(|k| k.id.as_str())
@@ -229,24 +257,7 @@ impl Finish {
         Self {
             observer,
             started: Instant::now(),
-            record: Record {
-                ts: OffsetDateTime::now_utc(),
-                request_id,
-                method,
-                path: String::new(),
-                status: 499,
-                decision: Decision::ClientClosed,
-                reason: None,
-                key: None,
-                category: None,
-                ip,
-                duration: Duration::ZERO,
-                upstream: None,
-                bytes_in: 0,
-                bytes_out: 0,
-                user_agent,
-                body: None,
-            },
+            record: Record::arrived(method, request_id, ip, user_agent),
             counters: None,
             upstream_started: None,
             fired: false,
