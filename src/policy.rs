@@ -90,6 +90,8 @@ pub(crate) struct Pattern {
     text: Box<str>,
     segs: Vec<Seg>,
     has_many: bool,
+    /// Segments other than `**`: the fewest a matching path has.
+    fixed: usize,
 }
 
 impl Pattern {
@@ -139,6 +141,7 @@ impl Pattern {
         }
         Ok(Self {
             text: text.into(),
+            fixed: segs.len() - many,
             segs,
             has_many: many > 0,
         })
@@ -149,10 +152,18 @@ impl Pattern {
     }
 
     /// Does this pattern match the normalised `path` (which starts with `/`)?
+    #[cfg(test)]
     pub(crate) fn matches(&self, path: &str) -> bool {
-        match path.strip_prefix('/') {
-            Some(rest) => match_segs(&self.segs, Some(rest)),
-            None => false,
+        with_segments(path, |segs| segs.is_some_and(|p| self.matches_segs(p)))
+    }
+
+    /// Does this pattern match the path split at every `/` ([`with_segments`])?
+    fn matches_segs(&self, path: &[&str]) -> bool {
+        // Without `**` a pattern matches only a path of exactly its length.
+        if self.has_many {
+            path.len() >= self.fixed && match_segs(&self.segs, path)
+        } else {
+            path.len() == self.segs.len() && match_segs(&self.segs, path)
         }
     }
 
@@ -177,47 +188,45 @@ impl Pattern {
     }
 }
 
-/// Splits off the first segment: `"a/b"` → `("a", Some("b"))`, `"a"` → `("a", None)`.
-fn next_seg(rest: &str) -> (&str, Option<&str>) {
-    match rest.bytes().position(|b| b == b'/') {
-        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
-        None => (rest, None),
+/// The most segments a path is split into on the stack; longer ones use a `Vec`.
+const STACK_SEGMENTS: usize = 24;
+
+/// Calls `f` with `path` (which must start with `/`) split at every `/` after the
+/// first: `/a/b` → `["a", "b"]`, `/a/` → `["a", ""]`, `/` → `[""]`; `None` when it
+/// does not start with `/`. The path is split once for every pattern.
+fn with_segments<R>(path: &str, f: impl FnOnce(Option<&[&str]>) -> R) -> R {
+    let Some(rest) = path.strip_prefix('/') else {
+        return f(None);
+    };
+    let mut stack = [""; STACK_SEGMENTS];
+    let mut n = 0;
+    for seg in rest.split('/') {
+        if n == STACK_SEGMENTS {
+            let all: Vec<&str> = rest.split('/').collect();
+            return f(Some(&all));
+        }
+        stack[n] = seg;
+        n += 1;
     }
+    f(Some(&stack[..n]))
 }
 
-/// `rest` is `None` once every segment of the path has been consumed.
-fn match_segs(segs: &[Seg], rest: Option<&str>) -> bool {
+/// Does `segs` match `path` (a path's segments; empty once all are consumed)?
+fn match_segs(segs: &[Seg], path: &[&str]) -> bool {
     let Some((first, tail)) = segs.split_first() else {
-        return rest.is_none();
+        return path.is_empty();
     };
     match first {
-        Seg::Lit(lit) => match rest {
-            Some(r) => {
-                let (seg, next) = next_seg(r);
-                seg.eq_ignore_ascii_case(lit) && match_segs(tail, next)
-            }
+        Seg::Lit(lit) => match path.split_first() {
+            Some((seg, next)) => seg.eq_ignore_ascii_case(lit) && match_segs(tail, next),
             None => false,
         },
         // `*` is one non-empty segment: a trailing `/` is matched only by `**`.
-        Seg::One => match rest {
-            Some(r) => {
-                let (seg, next) = next_seg(r);
-                !seg.is_empty() && match_segs(tail, next)
-            }
+        Seg::One => match path.split_first() {
+            Some((seg, next)) => !seg.is_empty() && match_segs(tail, next),
             None => false,
         },
-        Seg::Many => {
-            let mut cur = rest;
-            loop {
-                if match_segs(tail, cur) {
-                    return true;
-                }
-                match cur {
-                    Some(r) => cur = next_seg(r).1,
-                    None => return false,
-                }
-            }
-        }
+        Seg::Many => (0..=path.len()).any(|skip| match_segs(tail, &path[skip..])),
     }
 }
 
@@ -327,15 +336,20 @@ impl Policy {
 
     /// The route for a normalised path: the most specific matching pattern.
     pub(crate) fn route(&self, path: &str) -> Route {
-        let mut best: Option<&Entry> = None;
-        for e in &self.entries {
-            if e.pattern.matches(path)
-                && best.is_none_or(|b| e.pattern.specificity(&b.pattern) == Ordering::Greater)
-            {
-                best = Some(e);
+        with_segments(path, |segs| {
+            let Some(segs) = segs else {
+                return Route::Unmatched;
+            };
+            let mut best: Option<&Entry> = None;
+            for e in &self.entries {
+                if e.pattern.matches_segs(segs)
+                    && best.is_none_or(|b| e.pattern.specificity(&b.pattern) == Ordering::Greater)
+                {
+                    best = Some(e);
+                }
             }
-        }
-        best.map_or(Route::Unmatched, |e| e.route)
+            best.map_or(Route::Unmatched, |e| e.route)
+        })
     }
 
     pub(crate) fn category_name(&self, id: CategoryId) -> &Arc<str> {
@@ -440,6 +454,85 @@ mod tests {
             Route::Public => Some("<public>".into()),
             Route::Unmatched => None,
         }
+    }
+
+    #[test]
+    fn the_split_path_matcher_agrees_with_a_segment_by_segment_reading() {
+        // The reading the matcher replaced: one segment split off at a time.
+        fn reference(segs: &[Seg], rest: Option<&str>) -> bool {
+            fn split(r: &str) -> (&str, Option<&str>) {
+                match r.find('/') {
+                    Some(i) => (&r[..i], Some(&r[i + 1..])),
+                    None => (r, None),
+                }
+            }
+            let Some((first, tail)) = segs.split_first() else {
+                return rest.is_none();
+            };
+            match first {
+                Seg::Lit(lit) => rest.is_some_and(|r| {
+                    let (seg, n) = split(r);
+                    seg.eq_ignore_ascii_case(lit) && reference(tail, n)
+                }),
+                Seg::One => rest.is_some_and(|r| {
+                    let (seg, n) = split(r);
+                    !seg.is_empty() && reference(tail, n)
+                }),
+                Seg::Many => {
+                    let mut cur = rest;
+                    loop {
+                        if reference(tail, cur) {
+                            return true;
+                        }
+                        match cur {
+                            Some(r) => cur = split(r).1,
+                            None => return false,
+                        }
+                    }
+                }
+            }
+        }
+        let parts = ["a", "B", "*", "**"];
+        let mut patterns = vec!["/".to_string()];
+        for n in 1..=4usize {
+            for code in 0..parts.len().pow(n as u32) {
+                let mut c = code;
+                let mut p = String::new();
+                for _ in 0..n {
+                    p.push('/');
+                    p.push_str(parts[c % parts.len()]);
+                    c /= parts.len();
+                }
+                patterns.push(p);
+            }
+        }
+        let seg_choices = ["a", "b", "", "x"];
+        let mut paths = vec!["/".to_string()];
+        for n in 1..=5usize {
+            for code in 0..seg_choices.len().pow(n as u32) {
+                let mut c = code;
+                let mut p = String::new();
+                for _ in 0..n {
+                    p.push('/');
+                    p.push_str(seg_choices[c % seg_choices.len()]);
+                    c /= seg_choices.len();
+                }
+                paths.push(p);
+            }
+        }
+        // Longer than the stack split, too.
+        paths.push("/a".repeat(STACK_SEGMENTS + 3));
+        paths.push(format!("{}/b", "/a".repeat(STACK_SEGMENTS)));
+        let mut compared = 0;
+        for pat in &patterns {
+            let Ok(p) = Pattern::parse(pat) else { continue };
+            for path in &paths {
+                let want = reference(&p.segs, path.strip_prefix('/'));
+                assert_eq!(p.matches(path), want, "{pat} on {path}");
+                compared += 1;
+            }
+        }
+        assert!(compared > 100_000, "{compared}");
     }
 
     #[test]
