@@ -4,6 +4,7 @@
 #   scripts/keys-memory.sh             # build the release binary, RUNS rounds, print the table
 #   KEYS=20000 RUNS=5 scripts/keys-memory.sh
 #   BUILD=0 scripts/keys-memory.sh     # use target/release/keygate as it is
+#   BUILD=0 KG=/tmp/keygate-old scripts/keys-memory.sh   # another binary (before/after)
 #   PERF=1 scripts/keys-memory.sh      # also one load under `perf record -g`: the loading
 #                                      # thread's top entries (PERF_OUT=FILE keeps perf.data)
 #
@@ -16,6 +17,8 @@
 #      load-to-ready: from just before exec to the first answer of GET /healthz on the
 #                     metrics port (keygate loads the keys before it binds), polled
 #                     every 10 ms;
+#      load CPU:      the process's user + system time at that moment (less at the
+#                     mercy of other work on a shared box than the wall time);
 #      after load:    VmRSS 0.5 s after that first answer;
 #      peak:          VmHWM at the same moment;
 #    then stops it (SIGTERM, by PID). The same with `keys: []` gives the idle figure.
@@ -28,7 +31,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 KEYS=${KEYS:-100000}; RUNS=${RUNS:-3}; BUILD=${BUILD:-1}; PERF=${PERF:-0}
 PUBLIC=18392; METRICS=18393
-KG=$ROOT/target/release/keygate
+KG=${KG:-$ROOT/target/release/keygate}
 die() { echo "keys-memory.sh: $*" >&2; exit 1; }
 command -v python3 >/dev/null || die "python3 is needed"
 command -v curl >/dev/null || die "curl is needed"
@@ -91,7 +94,7 @@ EOF
 
 kib() { awk -v f="$2" '$1 == f":" {print $2}' "/proc/$1/status"; }
 
-# run KEYS_FILE [COMMAND PREFIX…] → "seconds rss_kib hwm_kib"
+# run KEYS_FILE [COMMAND PREFIX…] → "seconds rss_kib hwm_kib cpu_seconds"
 run() {
   local dir; dir=$(mktemp -d -p "$T")
   conf "$1" "$dir" >"$dir/config.yaml"; shift
@@ -105,28 +108,30 @@ run() {
     sleep 0.01
   done
   t1=$(date +%s.%N)
+  local cpu; cpu=$(awk -v hz="$(getconf CLK_TCK)" '{sub(/^.*\) /,""); printf "%.2f", ($12+$13)/hz}' "/proc/$PID/stat")
   sleep 0.5
   local rss hwm
   if [[ $# -gt 0 ]]; then  # under perf: its child is keygate
     local kp; kp=$(pgrep -P "$PID" | head -1); rss=0; hwm=0
     kill -TERM "$kp"; wait "$PID" 2>/dev/null || true; PID=
-    echo "0 0 0"; return
+    echo "0 0 0 0"; return
   fi
   rss=$(kib "$PID" VmRSS); hwm=$(kib "$PID" VmHWM)
   kill -TERM "$PID"; wait "$PID" 2>/dev/null || true; PID=
-  echo "$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}') $rss $hwm"
+  echo "$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}') $rss $hwm $cpu"
 }
 
 size=$(stat -c %s "$T/keys.yaml")
 echo "keys file: $KEYS keys, $(awk -v s="$size" 'BEGIN{printf "%.1f MB", s/1e6}')"
-printf '%-4s %14s %14s %14s %14s\n' run "load-to-ready" "after load" "peak" "idle, no keys"
+echo "binary: $KG"
+printf '%-4s %14s %10s %14s %14s %14s\n' run "load-to-ready" "load CPU" "after load" "peak" "idle, no keys"
 : >"$T/rows"
 for r in $(seq 1 "$RUNS"); do
-  read -r s rss hwm < <(run "$T/keys.yaml")
-  read -r _ idle _ < <(run "$T/empty.yaml")
-  echo "$s $rss $hwm $idle" >>"$T/rows"
-  awk -v r="$r" -v s="$s" -v a="$rss" -v h="$hwm" -v i="$idle" \
-    'BEGIN{printf "%-4s %12.2f s %10.1f MiB %10.1f MiB %10.1f MiB\n", r, s, a/1024, h/1024, i/1024}'
+  read -r s rss hwm cpu < <(run "$T/keys.yaml")
+  read -r _ idle _ _ < <(run "$T/empty.yaml")
+  echo "$s $rss $hwm $idle $cpu" >>"$T/rows"
+  awk -v r="$r" -v s="$s" -v a="$rss" -v h="$hwm" -v i="$idle" -v c="$cpu" \
+    'BEGIN{printf "%-4s %12.2f s %8.2f s %10.1f MiB %10.1f MiB %10.1f MiB\n", r, s, c, a/1024, h/1024, i/1024}'
 done
 python3 - "$T/rows" <<'EOF'
 import statistics, sys
@@ -138,6 +143,7 @@ def f(c, scale, unit, digits):
 print()
 print("%-22s %-10s %s" % ("", "wanted", "min / median / max"))
 print("%-22s %-10s %s" % ("load-to-ready", "<= 0.5 s", f(cols[0], 1, "s", 2)))
+print("%-22s %-10s %s" % ("load CPU (user+sys)", "", f(cols[4], 1, "s", 2)))
 print("%-22s %-10s %s" % ("resident after load", "<= 60 MiB", f(cols[1], 1024, "MiB", 1)))
 print("%-22s %-10s %s" % ("peak while loading", "<= 150 MiB", f(cols[2], 1024, "MiB", 1)))
 print("%-22s %-10s %s" % ("idle resident, no keys", "<= 15 MiB", f(cols[3], 1024, "MiB", 1)))

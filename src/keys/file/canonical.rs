@@ -38,8 +38,10 @@ pub(super) fn entries(run: &str, items: usize) -> Option<Vec<KeyEntry>> {
         } else {
             return None;
         };
-        let (key, value) = field.split_once(": ")?;
-        cur.as_mut()?.set(key, value)?;
+        // Field names have no `:`, so the first one ends the name.
+        let colon = field.find(':')?;
+        let value = field[colon + 1..].strip_prefix(' ')?;
+        cur.as_mut()?.set(&field[..colon], value)?;
     }
     if let Some(done) = cur {
         out.push(done.finish()?);
@@ -153,7 +155,10 @@ fn flow_scalar(v: &str) -> Option<&str> {
 /// value is exactly the text between them.
 fn quoted(v: &str) -> Option<&str> {
     let inner = v.strip_prefix('"')?.strip_suffix('"')?;
-    inner.chars().all(printable).then_some(inner)
+    let ascii = inner
+        .bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\');
+    (ascii || inner.chars().all(printable)).then_some(inner)
 }
 
 /// A character YAML takes as itself inside a one-line double-quoted scalar:
