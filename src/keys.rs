@@ -27,9 +27,65 @@ pub(crate) const DISPLAY_PREFIX_LEN: usize = 7;
 
 pub(crate) use crate::policy::Level;
 
-/// A key's stable identifier (`k7f3a9c1e`): 1–64 of `[A-Za-z0-9._-]`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct KeyId(Arc<str>);
+/// A key's stable identifier (`k7f3a9c1e`): 1–64 of `[A-Za-z0-9._-]`. Compared,
+/// ordered and hashed as its text.
+#[derive(Clone)]
+pub(crate) struct KeyId(IdText);
+
+/// An id's text: inline up to [`INLINE_ID`] bytes (keygate's own ids are 11, so no
+/// allocation per key), else behind one thin pointer; 16 bytes either way.
+#[derive(Clone)]
+enum IdText {
+    Inline(u8, [u8; INLINE_ID]),
+    Heap(Arc<Box<str>>),
+}
+
+const INLINE_ID: usize = 14;
+
+impl IdText {
+    fn new(s: &str) -> Self {
+        if s.len() <= INLINE_ID {
+            let mut a = [0; INLINE_ID];
+            a[..s.len()].copy_from_slice(s.as_bytes());
+            Self::Inline(s.len() as u8, a)
+        } else {
+            Self::Heap(Arc::new(s.into()))
+        }
+    }
+}
+
+impl PartialEq for KeyId {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for KeyId {}
+
+impl std::hash::Hash for KeyId {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.as_str().hash(h);
+    }
+}
+
+impl PartialOrd for KeyId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for KeyId {
+    /// Byte order is the text's order (sorting 100,000 ids checks no UTF-8).
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("KeyId").field(&self.as_str()).finish()
+    }
+}
 
 impl KeyId {
     pub(crate) fn parse(s: &str) -> Result<Self, String> {
@@ -37,7 +93,7 @@ impl KeyId {
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
         {
-            Ok(Self(s.into()))
+            Ok(Self(IdText::new(s)))
         } else {
             Err(format!(
                 "key id {s:?} must be 1-64 characters of A-Z, a-z, 0-9, '.', '_' or '-'"
@@ -49,23 +105,34 @@ impl KeyId {
     pub(crate) fn generate() -> Result<Self, getrandom::Error> {
         let mut s = String::from("k");
         s.push_str(&random_base62(10)?);
-        Ok(Self(s.into()))
+        Ok(Self(IdText::new(&s)))
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            IdText::Inline(n, a) => &a[..usize::from(*n)],
+            IdText::Heap(s) => s.as_bytes(),
+        }
     }
 
     pub(crate) fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            // Made from a whole `&str` (ASCII) of at most INLINE_ID bytes.
+            IdText::Inline(n, a) => std::str::from_utf8(&a[..usize::from(*n)]).unwrap_or(""),
+            IdText::Heap(s) => s,
+        }
     }
 }
 
 impl std::borrow::Borrow<str> for KeyId {
     fn borrow(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl fmt::Display for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 

@@ -170,12 +170,12 @@ pub(crate) fn record_view(k: &KeyRecord, policy: &Policy) -> serde_json::Value {
         "key": k.masked(),
         "prefix": v.prefix.as_ref().map(|p| p.as_str()),
         "permissions": k.permissions(policy),
-        "rate_limit": v.rate_limit,
+        "rate_limit": k.rate_limit(),
         "created_at": v.created_at.as_ref().and_then(rfc),
         "expires_at": expires_at,
         "last_used": (last_used > 0).then(|| state_dir::format_ms(last_used)),
         "revealable": v.revealable,
-        "revision": v.revision,
+        "revision": v.revision(),
     })
 }
 

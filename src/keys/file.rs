@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{LoadError, parse_yaml};
 
+mod canonical;
+
 fn yes() -> bool {
     true
 }
@@ -31,7 +33,7 @@ pub(crate) struct KeysFile {
 }
 
 /// A per-key rate in keys.yaml.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct KeyRateFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -42,7 +44,7 @@ pub(crate) struct KeyRateFile {
     pub(crate) burst: Option<u32>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct KeyEntry {
     pub(crate) id: String,
@@ -308,7 +310,11 @@ impl<E, F: FnMut(usize, (usize, usize), KeyEntry) -> Result<(), E>> Pieces<E, F>
         if self.run_items == 0 {
             return Ok(());
         }
-        let entries: Vec<KeyEntry> = serde_yaml::from_str(&self.run).map_err(|_| Stop::Whole)?;
+        // The layout keygate writes is read directly; anything else by serde_yaml.
+        let entries: Vec<KeyEntry> = match canonical::entries(&self.run, self.run_items) {
+            Some(entries) => entries,
+            None => serde_yaml::from_str(&self.run).map_err(|_| Stop::Whole)?,
+        };
         if entries.len() != self.run_items {
             return Err(Stop::Whole);
         }

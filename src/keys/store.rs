@@ -41,8 +41,12 @@ pub(crate) struct KeyRecord {
     star_named: bool,
     pub(crate) expires_at: Option<OffsetDateTime>,
     pub(crate) rate: Rate,
-    pub(crate) limiter: Arc<KeyLimiter>,
-    /// Last used and request counts: carried over by reloads while the key exists.
+    /// The limiter when the rate changed while the key existed (its state was not
+    /// carried over); `None`: the cell in [`KeyState`], the usual case (no
+    /// allocation of its own).
+    own_limiter: Option<Arc<KeyLimiter>>,
+    /// Last used, request counts and the limiter cell: carried over by reloads
+    /// while the key exists.
     pub(crate) state: Arc<KeyState>,
     /// What the admin API shows of the key, kept so that listing keys reads no file.
     pub(crate) view: KeyView,
@@ -56,6 +60,9 @@ pub(crate) struct KeyState {
     /// Requests by decision index (`keygate_key_requests_total`), made at the
     /// key's first request: a key never used costs one pointer.
     requests: OnceLock<Box<[AtomicU64]>>,
+    /// The key's limiter while its rate stays what it was when the key appeared
+    /// (see [`KeyRecord::limiter`]).
+    limiter: KeyLimiter,
 }
 
 impl KeyState {
@@ -110,27 +117,28 @@ impl std::ops::Deref for Levels {
     }
 }
 
-/// A short string kept inline (display prefixes: `kg_3Xb8`), else on the heap.
+/// A short string kept inline (display prefixes: `kg_3Xb8`), else behind one thin
+/// pointer: 16 bytes either way.
 #[derive(Debug)]
 pub(crate) enum Short {
-    Inline(u8, [u8; 15]),
-    Heap(Box<str>),
+    Inline(u8, [u8; 14]),
+    Heap(Box<Box<str>>),
 }
 
 impl Short {
     fn new(s: &str) -> Self {
-        if s.len() <= 15 {
-            let mut a = [0; 15];
+        if s.len() <= 14 {
+            let mut a = [0; 14];
             a[..s.len()].copy_from_slice(s.as_bytes());
             Self::Inline(s.len() as u8, a)
         } else {
-            Self::Heap(s.into())
+            Self::Heap(Box::new(s.into()))
         }
     }
 
     pub(crate) fn as_str(&self) -> &str {
         match self {
-            // Made from a whole `&str` of at most 15 bytes.
+            // Made from a whole `&str` of at most 14 bytes.
             Self::Inline(n, a) => std::str::from_utf8(&a[..usize::from(*n)]).unwrap_or(""),
             Self::Heap(b) => b,
         }
@@ -157,21 +165,77 @@ fn level_byte(l: Level) -> u8 {
 }
 
 /// The parts of a key only the admin API and console show.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct KeyView {
     /// Display prefix of a key keygate made (`kg_3Xb8`).
     pub(crate) prefix: Option<Short>,
     pub(crate) created_at: Option<OffsetDateTime>,
     /// `expires_at` was written as a date (`2027-01-01`).
     pub(crate) expires_is_date: bool,
-    pub(crate) rate_limit: Option<KeyRateFile>,
+    /// What the file's `rate_limit` gave (the numbers are the record's `rate`).
+    rate_written: RateWritten,
     /// Operator-supplied or sealed: the full value can be shown again.
     pub(crate) revealable: bool,
-    /// Cluster mode: the key's revision (for If-Match).
-    pub(crate) revision: Option<u64>,
+    /// Cluster mode: the key's revision (for If-Match); [`NO_REVISION`] for none
+    /// (revisions are Redis integers, at most `i64::MAX`): 8 bytes, not 16.
+    revision: u64,
+}
+
+const NO_REVISION: u64 = u64::MAX;
+
+impl KeyView {
+    /// Cluster mode: the key's revision.
+    pub(crate) fn revision(&self) -> Option<u64> {
+        (self.revision != NO_REVISION).then_some(self.revision)
+    }
+}
+
+/// Which parts of a `rate_limit` the keys file wrote: with the record's [`Rate`]
+/// that is the whole of it (a valid one names exactly one of `per_second` and
+/// `per_minute`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum RateWritten {
+    #[default]
+    No,
+    Rate,
+    RateAndBurst,
+}
+
+impl RateWritten {
+    fn of(r: Option<&KeyRateFile>) -> Self {
+        match r {
+            None => Self::No,
+            Some(r) if r.burst.is_some() => Self::RateAndBurst,
+            Some(_) => Self::Rate,
+        }
+    }
 }
 
 impl KeyRecord {
+    /// The key's limiter cell.
+    pub(crate) fn limiter(&self) -> &KeyLimiter {
+        self.own_limiter.as_deref().unwrap_or(&self.state.limiter)
+    }
+
+    /// The key's own `rate_limit` as the keys file wrote it (`None`: the default).
+    pub(crate) fn rate_limit(&self) -> Option<KeyRateFile> {
+        let count = Some(self.rate.count.get());
+        let (per_second, per_minute) = match self.rate.per {
+            crate::ratelimit::Per::Second => (count, None),
+            crate::ratelimit::Per::Minute => (None, count),
+        };
+        let burst = match self.view.rate_written {
+            RateWritten::No => return None,
+            RateWritten::Rate => None,
+            RateWritten::RateAndBurst => Some(self.rate.burst.get()),
+        };
+        Some(KeyRateFile {
+            per_second,
+            per_minute,
+            burst,
+        })
+    }
+
     pub(crate) fn level(&self, category: CategoryId) -> Level {
         self.levels
             .get(usize::from(category.0))
@@ -436,9 +500,11 @@ impl<'a> Builder<'a> {
             .map(|c| parse_time(c).map_err(|m| err(format!("created_at: {m}"))))
             .transpose()?;
         let prev = self.previous.and_then(|p| p.get(&id));
-        let limiter = match prev {
-            Some(p) if p.rate == rate => p.limiter.clone(),
-            _ => Arc::new(KeyLimiter::default()),
+        // Same cell as before while the rate is unchanged; a new one when it changed.
+        let own_limiter = match prev {
+            Some(p) if p.rate == rate => p.own_limiter.clone(),
+            Some(_) => Some(Arc::new(KeyLimiter::default())),
+            None => None,
         };
         let state = prev.map(|p| p.state.clone()).unwrap_or_default();
         let record = Arc::new(KeyRecord {
@@ -452,15 +518,15 @@ impl<'a> Builder<'a> {
             star_named,
             expires_at,
             rate,
-            limiter,
+            own_limiter,
             state,
             view: KeyView {
                 prefix: e.prefix.as_deref().map(Short::new),
                 created_at,
                 expires_is_date: e.expires_at.as_deref().is_some_and(is_date),
-                rate_limit: e.rate_limit,
+                rate_written: RateWritten::of(e.rate_limit.as_ref()),
                 revealable: e.revealable(),
-                revision: e.revision,
+                revision: e.revision.unwrap_or(NO_REVISION),
             },
         });
         self.set.by_hash.insert(map_key(&hash), record.clone());
@@ -732,6 +798,20 @@ mod tests {
     fn yaml_errors_have_lines() {
         let e = build("keys:\n- id: a\n  name: [oops\n").unwrap_err();
         assert!(e.line.is_some(), "{e}");
+    }
+
+    /// 100,000 keys: each record is one allocation of 232 bytes + the `Arc`'s
+    /// counts, glibc's 256-byte class (a byte more and it is the 272-byte one).
+    #[test]
+    fn a_record_stays_in_its_allocation_class() {
+        assert!(std::mem::size_of::<KeyRecord>() <= 232);
+        assert_eq!(std::mem::size_of::<KeyId>(), 16);
+        assert_eq!(std::mem::size_of::<Option<Short>>(), 16);
+        let long = "k".repeat(40);
+        assert_eq!(KeyId::parse(&long).unwrap().as_str(), long);
+        assert_eq!(KeyId::parse("k7f3a9c1e").unwrap().as_str(), "k7f3a9c1e");
+        assert_eq!(Short::new("kg_3Xb8").as_str(), "kg_3Xb8");
+        assert_eq!(Short::new(&long).as_str(), long);
     }
 
     #[test]

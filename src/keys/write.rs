@@ -382,6 +382,58 @@ mod tests {
         assert_eq!(parsed.keys[0].permissions["*"], "read");
     }
 
+    /// Files as keygate writes them, with names and values that need escapes or
+    /// not: read piecewise (the fast path where it can) they are the keys the whole
+    /// document gives.
+    #[test]
+    fn written_files_read_the_same_piecewise_and_whole() {
+        // Written without escapes (read directly), and with (that piece by serde_yaml).
+        let plain = [
+            "Zapier",
+            "café ✓",
+            "100%",
+            "null",
+            "~",
+            "yes",
+            "a: b",
+            "# not",
+            "{x}",
+            "'s'",
+        ];
+        let escaped = ["B \"quoted\"", "back\\slash", "tab\there"];
+        let mut keys = Vec::new();
+        for i in 0..700 {
+            let name = if (300..310).contains(&i) {
+                escaped[i % escaped.len()]
+            } else {
+                plain[i % plain.len()]
+            };
+            let mut e = entry(&format!("k{i:05}"), &format!("{name} {i}"));
+            if i % 3 == 0 {
+                e.permissions.insert("jobs".into(), "write".into());
+            }
+            if i % 10 == 0 {
+                e.rate_limit = Some(crate::keys::file::KeyRateFile {
+                    per_second: Some(5),
+                    per_minute: None,
+                    burst: (i % 20 == 0).then_some(10),
+                });
+            }
+            if i % 7 == 0 {
+                e.expires_at = Some("2027-01-01".into());
+                e.sha256 = None;
+                e.secret = Some(format!("operator-supplied-secret-{i:08}-xxxxxxxx"));
+            }
+            keys.push(e);
+        }
+        let text = splice("# mine\nrevision: 4\n", false, &render_keys(&keys));
+        let show = |f: KeysFile| format!("{:?}", (f.api_enabled, f.revision, f.keys));
+        let piecewise = KeysFile::parse(Path::new("k"), &text).unwrap();
+        let whole = KeysFile::parse_whole(Path::new("k"), &text).unwrap();
+        assert_eq!(piecewise.entry_positions, whole.entry_positions);
+        assert_eq!(show(piecewise), show(whole));
+    }
+
     #[test]
     fn splice_into_empty_file() {
         let new = splice("", true, &render_keys(&[]));

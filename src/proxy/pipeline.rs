@@ -292,7 +292,7 @@ pub(crate) fn decide<B>(
         return Ok(Pass::Unkeyed);
     };
     let key = facts.key.clone().ok_or(Reject::InvalidKey)?;
-    over_limit(&key, ratelimit::check_key(&key.limiter, &key.rate))?;
+    over_limit(&key, ratelimit::check_key(key.limiter(), &key.rate))?;
     authorize(snap, req, conn, &key, route, facts)
 }
 
@@ -316,7 +316,7 @@ async fn steps_1_to_7<B>(
     // 5. The key's rate limit: shared by the replicas in cluster mode.
     let limited = match snapshots.shared_limit() {
         Some(shared) => shared.check(&key).await?,
-        None => ratelimit::check_key(&key.limiter, &key.rate),
+        None => ratelimit::check_key(key.limiter(), &key.rate),
     };
     over_limit(&key, limited)?;
     authorize(snap, req, conn, &key, route, facts)
