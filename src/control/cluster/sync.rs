@@ -5,6 +5,9 @@
 //! [`read_changes`] sees a change record. A version change means one atomic read of the whole set and one snapshot swap;
 //! the last-good copy in `state_dir` follows. An epoch that vanished or changed is
 //! never applied: the last snapshot stays and writes are refused.
+//!
+//! [`keep_fast`] keeps the request path's own connection ([`super::fast`])
+//! connected, in the background.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
