@@ -555,6 +555,94 @@ async fn redis_down_uses_the_local_share_and_recovers() {
     assert_eq!(w.status, 503, "{}", w.body);
 }
 
+/// The ids of the request-path connections (`CLIENT SETNAME keygate-fast-<node>`).
+fn fast_connections(con: &mut redis::Connection) -> Vec<String> {
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(con).unwrap();
+    list.lines()
+        .filter(|l| l.contains("name=keygate-fast-"))
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
+async fn the_request_path_connection_killed_mid_load_reconnects() {
+    let up = Upstream::start().await;
+    let redis = Redis::start();
+    let r = Replicas::start(&up, &redis, "");
+    let mut con = redis.con();
+    let first = fast_connections(&mut con);
+    assert_eq!(first.len(), 3, "one request-path connection per replica");
+    std::thread::sleep(REFILL);
+    let t = Instant::now();
+    let handles: Vec<_> = r
+        .nodes
+        .iter()
+        .map(|n| paced(n.public, LIMITED, 400.0, 4.0))
+        .collect();
+    // Killed twice under load (CLIENT KILL), no restart.
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_secs(1));
+        for id in fast_connections(&mut con) {
+            let _: redis::RedisResult<()> = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("ID")
+                .arg(id)
+                .query(&mut con);
+        }
+    }
+    let all: Vec<u16> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let secs = t.elapsed().as_secs_f64();
+    let allowed = all.iter().filter(|s| **s == 200).count();
+    let other = all.iter().filter(|s| **s != 200 && **s != 429).count();
+    // Each kill may open one fallback window (the breaker's 500 ms): the local
+    // shares' bursts (3 × 16), the full rate for that window (50), and the shared
+    // burst that refilled meanwhile (50).
+    let bound = 1.1 * (50.0 + 100.0 * secs) + 2.0 * 150.0;
+    eprintln!(
+        "fast connection killed: {} requests in {secs:.2}s, allowed {allowed} (bound {bound:.0}), other {other}",
+        all.len()
+    );
+    assert_eq!(
+        other, 0,
+        "only 200 and 429 while the connection is replaced"
+    );
+    assert!((allowed as f64) <= bound, "allowed {allowed} > {bound:.0}");
+    // New connections, the breaker closed again, and the shared budget in force.
+    assert!(wait_until(Duration::from_secs(3), || {
+        let now = fast_connections(&mut con);
+        now.len() == 3 && now.iter().all(|id| !first.contains(id))
+    }));
+    assert!(wait_until(Duration::from_secs(3), || r.nodes.iter().all(
+        |n| metric(
+            n.metrics,
+            r#"keygate_cluster_fallback_active{what="rate_limit"}"#
+        ) == 0.0
+    )));
+    std::thread::sleep(REFILL);
+    let t = Instant::now();
+    let handles: Vec<_> = r
+        .nodes
+        .iter()
+        .map(|n| paced(n.public, LIMITED, 400.0, 3.0))
+        .collect();
+    let allowed = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .filter(|s| *s == 200)
+        .count();
+    let expected = 50.0 + 100.0 * t.elapsed().as_secs_f64();
+    eprintln!("fast connection back: allowed {allowed} (shared expected {expected:.0})");
+    assert!(
+        (allowed as f64 - expected).abs() / expected <= 0.05,
+        "allowed {allowed}, expected {expected:.0}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs redis-server"]
 async fn flushall_keeps_every_replica_serving_and_refuses_writes() {

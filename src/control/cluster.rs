@@ -5,7 +5,8 @@
 //!   in-memory snapshot, synced by [`sync`] (a blocking read of the change stream
 //!   plus a version poll every 250 ms, so a lost notification still converges), and
 //!   a last-good copy in `state_dir` ([`source`]) to start from without Redis.
-//! * Per-key rate limits are one GCRA script per request ([`limit`]), with a local
+//! * Per-key rate limits are one GCRA script per request ([`limit`]), sent over
+//!   keygate's own pipelined RESP connection ([`fast`]), with a local
 //!   "denied until" cache, a circuit breaker and the `on_redis_down` fallback.
 //! * Last-used times, recent-request logs ([`logs`]) and heartbeats ([`status`])
 //!   are batched by background tasks; the request path never waits on them.
@@ -15,10 +16,12 @@
 //! Missing data is never read as "deleted": when the epoch marker changes or
 //! vanishes, replicas keep their last snapshot and refuse writes.
 
+pub(crate) mod fast;
 mod lastused;
 pub(crate) mod limit;
 pub(crate) mod logs;
 mod metrics;
+mod resp;
 mod seed;
 pub(crate) mod source;
 pub(crate) mod status;
@@ -54,8 +57,9 @@ pub(crate) struct Cluster {
     seal: Option<Arc<crate::keys::seal::SealKey>>,
     layout: store::Layout,
     client: redis::Client,
-    /// Request path: short timeout.
-    fast: ArcSwapOption<ConnectionManager>,
+    /// Request path: keygate's own pipelined connection ([`fast`]), kept
+    /// connected by [`sync::keep_fast`].
+    fast: ArcSwapOption<fast::Fast>,
     /// Flushes, polls, heartbeats.
     bulk: ArcSwapOption<ConnectionManager>,
     /// The snapshot version in force (0 = not synced yet).
@@ -135,6 +139,7 @@ impl Cluster {
     pub(crate) fn start(self: &Arc<Self>, shared: Arc<Reloader>) {
         tokio::spawn(sync::run(self.clone(), shared.clone()));
         tokio::spawn(sync::read_changes(self.clone()));
+        tokio::spawn(sync::keep_fast(self.clone()));
         tokio::spawn(status::heartbeat(self.clone(), shared.clone()));
         tokio::spawn(lastused::run(self.clone(), shared.clone()));
         tokio::spawn(seed::follow_file(self.clone(), shared));
@@ -166,7 +171,7 @@ impl Cluster {
         self.metrics.redis_up.set(1);
     }
 
-    fn mark_down(&self, e: &redis::RedisError) {
+    fn mark_down(&self, e: &dyn std::fmt::Display) {
         if self.redis_up.swap(false, Ordering::AcqRel) {
             tracing::error!(cluster = %self.cfg.name, error = %e, "cluster store unreachable; serving the last snapshot");
         }

@@ -132,9 +132,9 @@ impl ListenerTls {
 
 /// The client TLS config for an https upstream.
 pub(crate) fn upstream_client_config(ca_file: Option<&PathBuf>) -> Result<ClientConfig, String> {
-    let mut roots = RootCertStore::empty();
-    match ca_file {
+    let roots = match ca_file {
         Some(path) => {
+            let mut roots = RootCertStore::empty();
             for cert in CertificateDer::pem_file_iter(path)
                 .map_err(|e| format!("upstream_ca_file: {}: {e}", path.display()))?
             {
@@ -150,20 +150,50 @@ pub(crate) fn upstream_client_config(ca_file: Option<&PathBuf>) -> Result<Client
                     path.display()
                 ));
             }
+            roots
+        }
+        None => system_roots("https upstreams will fail verification (set upstream_ca_file)"),
+    };
+    client_config(roots)
+}
+
+/// The client TLS config for a `rediss://` cluster store: the PEM certificates of
+/// `cluster.redis_ca_file` (already checked when the config was loaded), else the
+/// system roots.
+pub(crate) fn redis_client_config(ca_pem: Option<&[u8]>) -> Result<ClientConfig, String> {
+    let roots = match ca_pem {
+        Some(pem) => {
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| format!("cluster.redis_ca_file: {e}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("cluster.redis_ca_file: {e}"))?;
+            }
+            roots
         }
         None => {
-            let native = rustls_native_certs::load_native_certs();
-            for e in &native.errors {
-                tracing::warn!(error = %e, "could not read a system root certificate");
-            }
-            let (added, _) = roots.add_parsable_certificates(native.certs);
-            if added == 0 {
-                tracing::warn!(
-                    "no system root certificates found; https upstreams will fail verification (set upstream_ca_file)"
-                );
-            }
+            system_roots("a rediss:// store will fail verification (set cluster.redis_ca_file)")
         }
+    };
+    client_config(roots)
+}
+
+/// The system's root certificates; `none_then` says what fails without any.
+fn system_roots(none_then: &str) -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        tracing::warn!(error = %e, "could not read a system root certificate");
     }
+    let (added, _) = roots.add_parsable_certificates(native.certs);
+    if added == 0 {
+        tracing::warn!("no system root certificates found; {none_then}");
+    }
+    roots
+}
+
+fn client_config(roots: RootCertStore) -> Result<ClientConfig, String> {
     ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("tls: {e}"))

@@ -2,8 +2,10 @@
 //! with the Redis server's clock, so every replica draws from one budget.
 //!
 //! * Per key, the `EVALSHA` command (script hash, the key's Redis key, its interval
-//!   and tolerance) is encoded once and reused while the key's rate stays the same;
-//!   the request path builds no command and no key name.
+//!   and tolerance) is encoded once (RESP bytes) and reused while the key's rate
+//!   stays the same; the request path builds no command and no key name. It goes
+//!   over keygate's own pipelined connection ([`super::fast`]); a full queue there
+//!   counts as a slow Redis.
 //! * A denial is cached locally ("denied until"): a key over its limit costs no
 //!   round trip until its next token is due.
 //! * A circuit breaker: a failed or slow call opens it for [`OPEN_FOR`]; while open,
@@ -20,9 +22,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use dashmap::DashMap;
 use redis::Script;
 
+use super::fast::Failure;
 use super::{Cluster, REQUEST_TIMEOUT, RedisDown};
 use crate::keys::KeyId;
 use crate::keys::store::KeyRecord;
@@ -36,7 +40,7 @@ struct PerKey {
     /// The rate `cmd` was built for.
     rate: Rate,
     /// `EVALSHA <gcra> 1 <kg:{name}:rl:id> <interval> <tolerance>`, encoded once.
-    cmd: redis::Cmd,
+    cmd: Bytes,
     /// Denied until this many µs after [`Limiter::base`] (0 = not denied).
     denied_until: AtomicU64,
 }
@@ -140,12 +144,14 @@ impl Limiter {
             return k.clone();
         }
         let (interval, tolerance) = gcra_args(&key.rate);
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.script.get_hash())
-            .arg(1)
-            .arg(c.layout.rate(key.id.as_str()))
-            .arg(interval)
-            .arg(tolerance);
+        let cmd = super::resp::encode(&[
+            b"EVALSHA",
+            self.script.get_hash().as_bytes(),
+            b"1",
+            c.layout.rate(key.id.as_str()).as_bytes(),
+            interval.to_string().as_bytes(),
+            tolerance.to_string().as_bytes(),
+        ]);
         let denied = self
             .keys
             .get(&key.id)
@@ -204,10 +210,9 @@ pub(crate) async fn check(c: &Cluster, key: &Arc<KeyRecord>) -> Result<(), Retry
     if l.breaker_open() {
         return l.fallback(c, key);
     }
-    let mut con = (*con).clone();
     let answer = tokio::time::timeout(
         REQUEST_TIMEOUT,
-        super::store::evalsha::<(i64, i64)>(&l.script, &k.cmd, &mut con),
+        con.evalsha_pair(&l.script, &k.cmd, || c.bulk_connection()),
     )
     .await;
     let fallback_gauge = &c.metrics.fallback_rate_limit;
@@ -226,6 +231,13 @@ pub(crate) async fn check(c: &Cluster, key: &Arc<KeyRecord>) -> Result<(), Retry
                 k.denied_until.store(until, Ordering::Relaxed);
                 Err(retry_after(wait))
             }
+        }
+        Ok(Err(Failure::Full)) => {
+            // As slow as a timeout, and no sign that Redis is down.
+            c.metrics.rate_limit_queue_full.inc();
+            l.trip();
+            fallback_gauge.set(1);
+            l.fallback(c, key)
         }
         Ok(Err(e)) => {
             l.trip();

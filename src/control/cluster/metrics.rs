@@ -14,6 +14,8 @@ pub(crate) struct ClusterMetrics {
     pub(crate) fallback_rate_limit: IntGauge,
     pub(crate) replicas: IntGauge,
     pub(crate) log_dropped: IntCounter,
+    /// Shared checks that found the request-path connection's queue full.
+    pub(crate) rate_limit_queue_full: IntCounter,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -63,8 +65,13 @@ impl ClusterMetrics {
                 "cluster_log_dropped_total",
                 "Records not sent to the shared log stream (full buffer or store down)",
             ))?,
+            rate_limit_queue_full: IntCounter::with_opts(opts(
+                "cluster_rate_limit_queue_full_total",
+                "Shared rate-limit checks that used the fallback because the request-path connection had too many commands in flight",
+            ))?,
         };
         r.register(Box::new(m.redis_up.clone()))?;
+        r.register(Box::new(m.rate_limit_queue_full.clone()))?;
         r.register(Box::new(m.rtt.clone()))?;
         r.register(Box::new(m.snapshot_version.clone()))?;
         r.register(Box::new(m.stale_seconds.clone()))?;

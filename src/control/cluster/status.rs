@@ -106,12 +106,9 @@ async fn ping_fast(c: &Cluster) -> bool {
     let Some(con) = c.fast.load_full() else {
         return false;
     };
-    let mut con = (*con).clone();
-    let cmd = redis::cmd("PING");
-    let ping = cmd.query_async::<String>(&mut con);
     matches!(
-        tokio::time::timeout(super::REQUEST_TIMEOUT, ping).await,
-        Ok(Ok(_))
+        tokio::time::timeout(super::REQUEST_TIMEOUT, con.ping()).await,
+        Ok(true)
     )
 }
 

@@ -5,6 +5,9 @@
 //! [`read_changes`] sees a change record. A version change means one atomic read of the whole set and one snapshot swap;
 //! the last-good copy in `state_dir` follows. An epoch that vanished or changed is
 //! never applied: the last snapshot stays and writes are refused.
+//!
+//! [`keep_fast`] keeps the request path's own connection ([`super::fast`])
+//! connected, in the background.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,7 +16,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::store::{self};
-use super::{Cluster, POLL, REQUEST_TIMEOUT, lock, source};
+use super::{Cluster, POLL, fast, lock, source};
 use crate::control::reload::Reloader;
 
 async fn manager(c: &Cluster, timeout: Duration) -> redis::RedisResult<ConnectionManager> {
@@ -25,22 +28,18 @@ async fn manager(c: &Cluster, timeout: Duration) -> redis::RedisResult<Connectio
     ConnectionManager::new_with_config(c.client.clone(), cfg).await
 }
 
-/// Connects both managed connections, retrying until Redis answers.
+/// Connects the bulk connection, retrying until Redis answers.
 async fn connect(c: &Arc<Cluster>) {
     let mut wait = Duration::from_millis(100);
     let mut logged = false;
     loop {
-        match (
-            manager(c, REQUEST_TIMEOUT).await,
-            manager(c, Duration::from_secs(2)).await,
-        ) {
-            (Ok(fast), Ok(bulk)) => {
-                c.fast.store(Some(Arc::new(fast)));
+        match manager(c, Duration::from_secs(2)).await {
+            Ok(bulk) => {
                 c.bulk.store(Some(Arc::new(bulk)));
                 c.mark_ok();
                 return;
             }
-            (Err(e), _) | (_, Err(e)) => {
+            Err(e) => {
                 // Said once (a wrong URL, password or CA would otherwise be silent).
                 if !std::mem::replace(&mut logged, true) {
                     tracing::error!(cluster = %c.cfg.name, error = %e, "cannot connect to the cluster store; retrying (serving the last snapshot or the keys file)");
@@ -50,6 +49,44 @@ async fn connect(c: &Arc<Cluster>) {
                 wait = (wait * 2).min(Duration::from_secs(2));
             }
         }
+    }
+}
+
+/// Keeps the request path's connection ([`fast`]) connected: connects, publishes
+/// it in `c.fast`, waits until it closes (Redis gone, killed, a protocol surprise),
+/// then connects anew after a short pause. Until then the closed connection fails
+/// every call at once, which the request path answers with the breaker and the
+/// fallback; it never connects itself.
+pub(crate) async fn keep_fast(c: Arc<Cluster>) {
+    let name = format!("keygate-fast-{}", c.cfg.node_name);
+    let ca = c.cfg.ca.as_ref().map(|ca| ca.pem.as_slice());
+    let target = match fast::Target::new(c.client.get_connection_info(), ca, &name) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(cluster = %c.cfg.name, error = %e, "no request-path connection to the cluster store");
+            return;
+        }
+    };
+    let mut wait = Duration::from_millis(50);
+    let mut logged = false;
+    loop {
+        match fast::connect(&target).await {
+            Ok((con, driver)) => {
+                c.fast.store(Some(con));
+                logged = false;
+                wait = Duration::from_millis(50);
+                let why = driver.await;
+                tracing::debug!(cluster = %c.cfg.name, why = %why, "request-path connection closed; reconnecting");
+            }
+            Err(e) => {
+                // Said once per outage (the bulk connection says the store is down).
+                if !std::mem::replace(&mut logged, true) {
+                    tracing::warn!(cluster = %c.cfg.name, error = %e, "cannot open the request-path connection; retrying");
+                }
+                wait = (wait * 2).min(Duration::from_secs(1));
+            }
+        }
+        tokio::time::sleep(wait).await;
     }
 }
 
