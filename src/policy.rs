@@ -211,23 +211,41 @@ fn with_segments<R>(path: &str, f: impl FnOnce(Option<&[&str]>) -> R) -> R {
     f(Some(&stack[..n]))
 }
 
-/// Does `segs` match `path` (a path's segments; empty once all are consumed)?
+/// Does `segs` match `path` (a path's segments)? `**` matches any run of segments
+/// (none too), a literal one segment (ASCII case-insensitive), `*` one non-empty
+/// segment. Glob matching with one backtrack point, the last `**`: at most
+/// `segs.len() × path.len()` steps whatever the pattern, so a long path cannot make
+/// a pattern with several `**` expensive (the match runs before the key check).
 fn match_segs(segs: &[Seg], path: &[&str]) -> bool {
-    let Some((first, tail)) = segs.split_first() else {
-        return path.is_empty();
-    };
-    match first {
-        Seg::Lit(lit) => match path.split_first() {
-            Some((seg, next)) => seg.eq_ignore_ascii_case(lit) && match_segs(tail, next),
+    let (mut p, mut s) = (0, 0);
+    // After the last `**` seen: the pattern index past it, and the path index it
+    // has taken up to.
+    let mut back: Option<(usize, usize)> = None;
+    while s < path.len() {
+        let step = match segs.get(p) {
+            Some(Seg::Many) => {
+                back = Some((p + 1, s));
+                p += 1;
+                continue;
+            }
+            Some(Seg::Lit(lit)) => path[s].eq_ignore_ascii_case(lit),
+            // `*` is one non-empty segment: a trailing `/` is matched only by `**`.
+            Some(Seg::One) => !path[s].is_empty(),
             None => false,
-        },
-        // `*` is one non-empty segment: a trailing `/` is matched only by `**`.
-        Seg::One => match path.split_first() {
-            Some((seg, next)) => !seg.is_empty() && match_segs(tail, next),
-            None => false,
-        },
-        Seg::Many => (0..=path.len()).any(|skip| match_segs(tail, &path[skip..])),
+        };
+        if step {
+            p += 1;
+            s += 1;
+        } else if let Some((after, taken)) = back {
+            // The last `**` takes one more segment; try again from there.
+            back = Some((after, taken + 1));
+            p = after;
+            s = taken + 1;
+        } else {
+            return false;
+        }
     }
+    segs[p..].iter().all(|x| *x == Seg::Many)
 }
 
 /// What a normalised path is, by the routing table.
@@ -533,6 +551,15 @@ mod tests {
             }
         }
         assert!(compared > 100_000, "{compared}");
+    }
+
+    #[test]
+    fn many_double_stars_on_a_long_path_stay_linear() {
+        let p = Pattern::parse("/a/**/a/**/a/**/b").unwrap();
+        let long = "/a".repeat(20_000);
+        // Exponential backtracking would not finish; the glob match does at once.
+        assert!(!p.matches(&long));
+        assert!(p.matches(&format!("{long}/b")));
     }
 
     #[test]

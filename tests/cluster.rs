@@ -1025,3 +1025,60 @@ async fn rediss_with_a_ca_file_and_a_wrong_ca() {
         "the TLS failure is not logged: {log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
+async fn an_acl_user_without_client_commands_still_shares_the_limit() {
+    // An ACL user limited to what keygate needs, without `CLIENT` (the request
+    // path's connection names itself with CLIENT SETNAME, which is optional).
+    let up = Upstream::start().await;
+    let redis = Redis::start();
+    let mut con = redis.con();
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "kg",
+            "on",
+            ">kg-password",
+            "~*",
+            "&*",
+            "+@all",
+            "-client",
+        ])
+        .query(&mut con)
+        .unwrap();
+    let dir = support::TempDir::new();
+    dir.write("keys.yaml", &keys_yaml());
+    let url = redis.url().replace("redis://", "redis://kg:kg-password@");
+    let cfg = format!(
+        "{}rate_limit:\n  per_key: {{ per_second: 100000, burst: 100000 }}\ncluster:\n  redis_url: \"{url}\"\n  name: t\n  node_name: a\n",
+        support::config_yaml(up.addr, support::ROUTES),
+    );
+    let path = dir.write("config.yaml", &cfg);
+    let node = support::Spawned::start_with_env(&path, &[("KEYGATE_ADMIN_TOKEN", TOKEN)]);
+    assert!(wait_until(Duration::from_secs(10), || get(
+        node.public,
+        "/api/v1/jobs",
+        LIMITED
+    )
+    .status
+        == 200));
+    // The shared limit's state is in Redis: the request path's connection, not the
+    // local fallback, answered.
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            get(node.public, "/api/v1/jobs", LIMITED);
+            let rl: Vec<String> = redis::cmd("KEYS").arg("*:rl:*").query(&mut con).unwrap();
+            !rl.is_empty()
+        }),
+        "no shared rate-limit state: {}",
+        node.log()
+    );
+    assert_eq!(
+        metric(
+            node.metrics,
+            r#"keygate_cluster_fallback_active{what="rate_limit"}"#
+        ),
+        0.0
+    );
+}

@@ -150,6 +150,45 @@ async fn sighup_applies_a_new_route_without_dropping_requests() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_moves_traffic_to_a_new_upstream() {
+    let first = Upstream::start().await;
+    let second = Upstream::start().await;
+    let dir = TempDir::new();
+    let kg = keygate::mint().unwrap().expose().to_string();
+    dir.write("keys.yaml", &keys_yaml(&kg));
+    let cfg = dir.write("config.yaml", &config(first.addr, Routes::standard()));
+    let gw = Spawned::start(&cfg);
+    let addr = gw.public;
+    // Keep-alive: the first upstream's connection is pooled when the reload comes.
+    let get = move || {
+        Reply::parse(&raw_exchange(
+            addr,
+            format!("GET /api/v1/jobs HTTP/1.1\r\nHost: a\r\nX-API-Key: {SECRET_ALL}\r\nConnection: close\r\n\r\n").as_bytes(),
+        ))
+    };
+    assert_eq!(tokio::task::spawn_blocking(get).await.unwrap().status, 200);
+    assert_eq!(first.seen.lock().unwrap().len(), 1);
+
+    dir.write("config.yaml", &config(second.addr, Routes::standard()));
+    gw.signal("HUP");
+    let moved = eventually(Duration::from_secs(2), || {
+        get();
+        !second.seen.lock().unwrap().is_empty()
+    })
+    .await;
+    assert!(moved, "requests reach the new upstream after SIGHUP");
+    let before = first.seen.lock().unwrap().len();
+    for _ in 0..5 {
+        assert_eq!(tokio::task::spawn_blocking(get).await.unwrap().status, 200);
+    }
+    assert_eq!(
+        first.seen.lock().unwrap().len(),
+        before,
+        "nothing goes to the old upstream once the new config is in force"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_exits_zero() {
     let upstream = Upstream::start().await;
     let dir = TempDir::new();

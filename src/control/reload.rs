@@ -56,6 +56,7 @@ pub(crate) fn build(
         Some(p)
             if p.config.timeouts.upstream_connect == config.timeouts.upstream_connect
                 && p.config.upstream.scheme == config.upstream.scheme
+                && p.config.upstream.authority == config.upstream.authority
                 && p.config.upstream_ca_file == config.upstream_ca_file =>
         {
             p.client.clone()

@@ -122,8 +122,10 @@ impl ResBody {
             && self
                 .finish
                 .as_ref()
-                .is_none_or(|f| f.counters.as_ref().is_none_or(|c| c.body_fully_read()))
+                .is_some_and(|f| f.counters.as_ref().is_some_and(|c| c.body_fully_read()))
         {
+            // Only a response read to its end, for a request sent whole: anything
+            // less (or not known) lets the connection close.
             lease.release();
         }
         if let Some(mut f) = self.finish.take() {
@@ -139,6 +141,10 @@ impl ResBody {
 
     /// The upstream's body failed or stalled: the client's stream is cut.
     fn cut(&mut self, stalled: bool) {
+        // An abandoned response never goes back to the pool.
+        if let Inner::Stream(_, _, lease) = &mut self.inner {
+            lease.take();
+        }
         if let Some(mut f) = self.finish.take() {
             f.record.decision = Decision::UpstreamError;
             f.record.reason = Some(if stalled {

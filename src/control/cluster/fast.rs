@@ -143,8 +143,10 @@ impl Fast {
         matches!(self.call(resp::PING).await, Ok(Reply::Status(s)) if s == "PONG")
     }
 
-    /// Closes: every waiter and every later call fails.
-    fn close(&self) {
+    /// Closes: every waiter and every later call fails, and the driver ends (the
+    /// background task then connects anew). Also for a connection that stopped
+    /// answering while Redis itself answers (half open, or a full queue).
+    pub(crate) fn close(&self) {
         let waiting = {
             let mut q = self.lock();
             q.open = false;
@@ -270,7 +272,12 @@ async fn open(t: &Target) -> Result<Box<dyn Io>, String> {
                 return Err("the connection closed during AUTH/SELECT".into());
             }
         };
-        if let Reply::Error(e) = reply {
+        // `CLIENT SETNAME` (always last) only names the connection for
+        // `CLIENT LIST`: an ACL user without it still gets a working connection.
+        let setname = std::ptr::eq(cmd, t.hello.last().unwrap_or(cmd));
+        if let Reply::Error(e) = reply
+            && !setname
+        {
             // The command's name only: AUTH carries the password.
             let what = cmd.split(|b| *b == b'\n').nth(2).unwrap_or_default();
             return Err(format!(
@@ -310,7 +317,14 @@ async fn write(fast: &Fast, mut w: impl AsyncWrite + Unpin) -> String {
         if batch.is_empty() {
             continue;
         }
-        if let Err(e) = w.write_all(&batch).await {
+        // Flushed: over TLS the encrypted records may otherwise wait in the
+        // session's buffer until the next batch.
+        if let Err(e) = async {
+            w.write_all(&batch).await?;
+            w.flush().await
+        }
+        .await
+        {
             return format!("write: {e}");
         }
         batch.clear();

@@ -233,8 +233,11 @@ pub(crate) async fn check(c: &Cluster, key: &Arc<KeyRecord>) -> Result<(), Retry
             }
         }
         Ok(Err(Failure::Full)) => {
-            // As slow as a timeout, and no sign that Redis is down.
+            // As slow as a timeout, and no sign that Redis is down; but a
+            // connection with that many unanswered commands has stopped answering:
+            // closed, so that a new one is made.
             c.metrics.rate_limit_queue_full.inc();
+            con.close();
             l.trip();
             fallback_gauge.set(1);
             l.fallback(c, key)

@@ -80,8 +80,8 @@ pub(crate) async fn heartbeat(c: Arc<Cluster>, _shared: Arc<Reloader>) {
             Ok((_, nodes)) => {
                 c.metrics.rtt.observe(t.elapsed().as_secs_f64());
                 c.mark_ok();
-                // The request path's own connection must answer too (this also
-                // makes it reconnect after an outage without waiting for traffic).
+                // The request path's own connection must answer too; one that
+                // does not is closed and made anew (ping_fast).
                 if ping_fast(&c).await {
                     c.limiter.close();
                     c.metrics.fallback.with_label_values(&["rate_limit"]).set(0);
@@ -106,10 +106,16 @@ async fn ping_fast(c: &Cluster) -> bool {
     let Some(con) = c.fast.load_full() else {
         return false;
     };
-    matches!(
+    let ok = matches!(
         tokio::time::timeout(super::REQUEST_TIMEOUT, con.ping()).await,
         Ok(true)
-    )
+    );
+    if !ok {
+        // Redis answered the bulk connection, not this one: half open (a lost
+        // peer without a reset) or stuck. Closed, the background task reconnects.
+        con.close();
+    }
+    ok
 }
 
 /// `GET /admin/v1/cluster`.
