@@ -510,34 +510,25 @@ mod tests {
                 }
             }
         }
-        let parts = ["a", "B", "*", "**"];
-        let mut patterns = vec!["/".to_string()];
-        for n in 1..=4usize {
-            for code in 0..parts.len().pow(n as u32) {
-                let mut c = code;
-                let mut p = String::new();
-                for _ in 0..n {
-                    p.push('/');
-                    p.push_str(parts[c % parts.len()]);
-                    c /= parts.len();
+        // Every path of 1..=max segments, each one of `parts` (and "/").
+        fn every(parts: &[&str], max: u32) -> Vec<String> {
+            let mut out = vec!["/".to_string()];
+            for n in 1..=max {
+                for code in 0..parts.len().pow(n) {
+                    let mut c = code;
+                    let mut p = String::new();
+                    for _ in 0..n {
+                        p.push('/');
+                        p.push_str(parts[c % parts.len()]);
+                        c /= parts.len();
+                    }
+                    out.push(p);
                 }
-                patterns.push(p);
             }
+            out
         }
-        let seg_choices = ["a", "b", "", "x"];
-        let mut paths = vec!["/".to_string()];
-        for n in 1..=5usize {
-            for code in 0..seg_choices.len().pow(n as u32) {
-                let mut c = code;
-                let mut p = String::new();
-                for _ in 0..n {
-                    p.push('/');
-                    p.push_str(seg_choices[c % seg_choices.len()]);
-                    c /= seg_choices.len();
-                }
-                paths.push(p);
-            }
-        }
+        let patterns = every(&["a", "B", "*", "**"], 4);
+        let mut paths = every(&["a", "b", "", "x"], 5);
         // Longer than the stack split, too.
         paths.push("/a".repeat(STACK_SEGMENTS + 3));
         paths.push(format!("{}/b", "/a".repeat(STACK_SEGMENTS)));

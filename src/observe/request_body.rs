@@ -108,6 +108,7 @@ impl ReqBody {
             limit: self.limit,
             seen: 0,
             counters: self.counters.clone(),
+            // Never armed: an empty body has no frame to wait for.
             timer: IdleTimer::new(std::time::Duration::from_secs(1)),
         }
     }

@@ -80,17 +80,12 @@ pub(crate) async fn send(
         *r.headers_mut() = req.headers().clone();
         r
     });
-    let result = match exchange(client, config, req, counters, true).await {
-        Err(Exchange::Failed(e @ pool::Error::Exchange { reused: true, .. }))
-            if replay.is_some() =>
-        {
+    let result = match (exchange(client, config, req, counters, true).await, replay) {
+        (Err(Exchange::Failed(e @ pool::Error::Exchange { reused: true, .. })), Some(r)) => {
             tracing::debug!(error = %e, "pooled upstream connection failed before answering; retrying once on a fresh connection");
-            match replay {
-                Some(r) => exchange(client, config, r, counters, false).await,
-                None => Err(Exchange::Failed(e)),
-            }
+            exchange(client, config, r, counters, false).await
         }
-        other => other,
+        (other, _) => other,
     };
     match result {
         Ok((mut res, lease)) => {
