@@ -99,18 +99,25 @@ fn fatal(format: LogFormat, message: &str) {
     }
 }
 
-/// The runtime: multi-threaded, `KEYGATE_WORKERS` threads when set.
+/// The runtime: `KEYGATE_WORKERS` threads when set, else one per available core
+/// (the affinity mask and the cgroup's CPU quota). One worker runs tokio's
+/// current-thread scheduler: the same event loop without the work-stealing machinery
+/// a single worker never uses (docs/performance.md, "Runtime").
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.enable_all();
-    if let Some(n) = std::env::var("KEYGATE_WORKERS")
+    let workers = std::env::var("KEYGATE_WORKERS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|n| *n > 0)
-    {
-        b.worker_threads(n);
-    }
-    b.build()
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut b = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    b.enable_all()
+        .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
