@@ -2,6 +2,7 @@
 //! request before it goes upstream, hop-by-hop headers of the response, and the
 //! client address keygate believes.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -149,10 +150,43 @@ impl ClientAddr {
     }
 }
 
-/// An address as a header value, written on the stack (no `String`).
+/// An address as a header value, written on the stack (no `String`). The last
+/// one made on this thread is kept: a sidecar's requests come from few addresses,
+/// and a repeat costs a reference count, not an allocation.
 fn ip_value(ip: IpAddr) -> HeaderValue {
-    let mut buf = [0u8; 48];
-    HeaderValue::from_str(ip_text(ip, &mut buf)).unwrap_or(HeaderValue::from_static("unknown"))
+    thread_local! {
+        static LAST: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| {
+        if let Some((a, v)) = last
+            && *a == ip
+        {
+            return v.clone();
+        }
+        let mut buf = [0u8; 48];
+        let v = HeaderValue::from_str(ip_text(ip, &mut buf))
+            .unwrap_or(HeaderValue::from_static("unknown"));
+        *last = Some((ip, v.clone()));
+        v
+    })
+}
+
+/// The category as a header value; the last one made on this thread is kept (a
+/// repeat costs a reference count, not an allocation).
+fn category_value(c: &str) -> Option<HeaderValue> {
+    thread_local! {
+        static LAST: RefCell<Option<HeaderValue>> = const { RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| {
+        if let Some(v) = last
+            && v.as_bytes() == c.as_bytes()
+        {
+            return Some(v.clone());
+        }
+        let v = HeaderValue::from_str(c).ok()?;
+        *last = Some(v.clone());
+        Some(v)
+    })
 }
 
 /// Works out the client address: the peer, unless the peer is a trusted proxy, then
@@ -268,7 +302,7 @@ pub(crate) fn rewrite_request(
         h.insert(X_KEYGATE_KEY_NAME, k.name_header.clone());
     }
     if let Some(c) = fwd.category
-        && let Ok(v) = HeaderValue::from_str(c)
+        && let Some(v) = category_value(c)
     {
         h.insert(X_KEYGATE_CATEGORY, v);
     }

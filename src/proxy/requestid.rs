@@ -69,7 +69,10 @@ pub(crate) fn new_ulid() -> HeaderValue {
         let shift = 125 - 5 * i as u32;
         *slot = CROCKFORD[((value >> shift) & 31) as usize];
     }
-    HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("0"))
+    // Owned by the `Bytes` itself: one allocation, and every clone (the record,
+    // the upstream request, the response) is a reference count.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(out))
+        .unwrap_or(HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]
