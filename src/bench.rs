@@ -86,7 +86,13 @@ pub fn record(
     ip: IpAddr,
     user_agent: Option<HeaderValue>,
 ) -> Record {
-    Record::arrived(method, request_id, ip, user_agent)
+    Record::arrived(
+        time::OffsetDateTime::now_utc(),
+        method,
+        request_id,
+        ip,
+        user_agent,
+    )
 }
 
 /// Sets the record's key (a crate-private field) to the key `hash` finds in `keys`;

@@ -156,7 +156,9 @@ where
             let idle = if pooled { self.inner.take_idle() } else { None };
             let (mut tx, reused) = match idle {
                 Some(tx) => (tx, true),
-                None => (self.connect().await?, false),
+                // Boxed: connecting (TCP, TLS, the handshake) is a large future
+                // and rare; inline it would be part of every request's state.
+                None => (Box::pin(self.connect()).await?, false),
             };
             if reused && tx.ready().await.is_err() {
                 continue;

@@ -114,13 +114,14 @@ impl Record {
     /// The record of a request that has just arrived: what is known from its head,
     /// and a client that closed before any response (until the pipeline knows more).
     pub(crate) fn arrived(
+        ts: OffsetDateTime,
         method: Method,
         request_id: HeaderValue,
         ip: IpAddr,
         user_agent: Option<HeaderValue>,
     ) -> Self {
         Self {
-            ts: OffsetDateTime::now_utc(),
+            ts,
             request_id,
             method,
             path: String::new(),
@@ -246,8 +247,10 @@ impl std::fmt::Debug for Finish {
 }
 
 impl Finish {
+    /// `arrived`: when the request arrived (the record's `ts`).
     pub(crate) fn new(
         observer: Arc<dyn Observer>,
+        arrived: OffsetDateTime,
         method: Method,
         request_id: HeaderValue,
         ip: IpAddr,
@@ -257,7 +260,7 @@ impl Finish {
         Self {
             observer,
             started: Instant::now(),
-            record: Record::arrived(method, request_id, ip, user_agent),
+            record: Record::arrived(arrived, method, request_id, ip, user_agent),
             counters: None,
             upstream_started: None,
             fired: false,

@@ -70,6 +70,7 @@ pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
         .flatten();
     let mut connection = h.get_all(header::CONNECTION).iter();
     let several = connection.next().is_some() && connection.next().is_some();
+    let mut present = present;
     if several {
         // Rare: more than one `Connection` line. Copy the names out first.
         let named: Vec<HeaderName> = h
@@ -82,14 +83,26 @@ pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
         for n in named {
             h.remove(n);
         }
-    } else if let Some(v) = h.remove(header::CONNECTION)
-        && let Ok(v) = v.to_str()
-    {
+    } else {
         // One line (the usual case): remove each named header by its text, which
-        // looks the name up without making a `HeaderName` (no allocation).
-        for n in v.split(',') {
-            h.remove(n.trim());
+        // looks the name up without making a `HeaderName` (no allocation). A
+        // listed name (`keep-alive`, the usual token) costs no lookup: it is
+        // removed below if present.
+        if let Some(v) = h.remove(header::CONNECTION)
+            && let Ok(v) = v.to_str()
+        {
+            for n in v.split(',') {
+                let n = n.trim();
+                if !HOP_BY_HOP
+                    .iter()
+                    .any(|l| n.eq_ignore_ascii_case(l.as_str()))
+                {
+                    h.remove(n);
+                }
+            }
         }
+        // `Connection` itself is gone already (bit 0: it is listed first).
+        present &= !1;
     }
     remove_present(h, &HOP_BY_HOP, present);
     if let Some(u) = upgrade {

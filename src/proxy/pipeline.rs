@@ -69,13 +69,18 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Response<ResBody> {
     let snap = snapshots.load();
-    let request_id = requestid::for_request(req.headers());
+    // The one reading of the wall clock: the record's time, the key's expiry, the
+    // request id's time part.
+    let now = OffsetDateTime::now_utc();
+    let unix_ms = u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    let request_id = requestid::for_request_at(req.headers(), unix_ms);
     let client = forward::client_addr(conn.peer.ip(), req.headers(), &snap.config.trusted_proxies);
     let user_agent = req.headers().get(USER_AGENT).cloned();
     let is_head = req.method() == Method::HEAD;
     let has_body = has_body(&req);
     let mut fin = Box::new(Finish::new(
         snapshots.observer().clone(),
+        now,
         req.method().clone(),
         request_id.clone(),
         client.ip,
@@ -303,10 +308,10 @@ async fn steps_1_to_7<B>(
     req: &Request<B>,
     conn: ConnInfo,
     client_ip: IpAddr,
+    now: OffsetDateTime,
     facts: &mut Facts,
 ) -> Result<Pass, Reject> {
     let clock = snapshots.clock();
-    let now = OffsetDateTime::now_utc();
     let Admit::Keyed(route) = admit(snap, clock, req, conn, client_ip, now, facts)? else {
         return Ok(Pass::Unkeyed);
     };
@@ -336,7 +341,8 @@ async fn run(
     fin: &mut Finish,
 ) -> Result<(Upstream, Decision), Reject> {
     let mut facts = Facts::default();
-    let pass = steps_1_to_7(snapshots, snap, &req, conn, client.ip, &mut facts).await;
+    let arrived = fin.record.ts;
+    let pass = steps_1_to_7(snapshots, snap, &req, conn, client.ip, arrived, &mut facts).await;
     let Facts {
         path,
         key,

@@ -11,13 +11,26 @@ pub(crate) const HEADER: http::HeaderName = http::HeaderName::from_static("x-req
 
 /// The request id to use for a request with these headers.
 pub(crate) fn for_request(headers: &HeaderMap) -> HeaderValue {
+    for_request_at(headers, unix_ms())
+}
+
+/// [`for_request`] for a request that arrived at `ms` (Unix milliseconds): the
+/// pipeline reads the clock once for the record, the key's expiry and the id.
+pub(crate) fn for_request_at(headers: &HeaderMap, ms: u64) -> HeaderValue {
     let mut values = headers.get_all(HEADER).iter();
     if let (Some(v), None) = (values.next(), values.next())
         && is_well_formed(v.as_bytes())
     {
         return v.clone();
     }
-    new_ulid()
+    ulid_at(ms)
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 pub(crate) fn is_well_formed(v: &[u8]) -> bool {
@@ -57,11 +70,12 @@ const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 /// A new ULID: 48 bits of Unix milliseconds, 80 random bits, Crockford base32.
 pub(crate) fn new_ulid() -> HeaderValue {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-        & ((1 << 48) - 1);
+    ulid_at(unix_ms())
+}
+
+/// A new ULID for the time `ms` (Unix milliseconds).
+fn ulid_at(ms: u64) -> HeaderValue {
+    let ms = ms & ((1 << 48) - 1);
     let rand = (u128::from(next_u64()) << 16) ^ u128::from(next_u64() & 0xffff);
     let value: u128 = (u128::from(ms) << 80) | (rand & ((1u128 << 80) - 1));
     let mut out = [0u8; 26];

@@ -3,7 +3,7 @@
 //! refusals (`502`, `504`, `413`).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{Request, Response};
 use http_body::Body;
@@ -67,7 +67,6 @@ pub(crate) async fn send(
     req: Request<ReqBody>,
     counters: &ReqCounters,
 ) -> Result<(Response<Incoming>, Lease), Reject> {
-    let started = Instant::now();
     // A bodiless idempotent request can be sent again if a pooled connection the
     // upstream had just closed fails it before any response byte (as nginx does
     // for cached connections). A non-idempotent one is retried only when it
@@ -108,7 +107,7 @@ pub(crate) async fn send(
             if counters.client_error.load(Relaxed) {
                 return Err(Reject::BadRequestBody);
             }
-            tracing::debug!(error = %e, elapsed_ms = started.elapsed().as_millis() as u64, "upstream request failed");
+            tracing::debug!(error = %e, "upstream request failed");
             Err(Reject::UpstreamUnavailable)
         }
     }
