@@ -204,7 +204,7 @@ for base in "http://127.0.0.1:$NGX_H2C" "http://127.0.0.1:$KG_H2C"; do check "$b
 for base in "https://127.0.0.1:$NGX_TLS" "https://127.0.0.1:$KG_TLS"; do check "$base" --http1.1; check "$base" --http2; done
 echo "  ok"
 
-# run_one ROW TARGET PID URL -> "rps lat_ms cpu_us_per_req" (lat: p99 for wrk, mean for h2load)
+# run_one ROW TARGET PID URL -> "rps lat_ms cpu_us_per_req" (lat: p99 for wrk, mean for h2load: the 6th field of its "time for request:" line, after min and max)
 run_one() {
   local row=$1 pid=$3 url=$4/api/v1/candidates c0 c1 out reqs rps lat
   c0=$(ticks "$pid")
@@ -213,7 +213,7 @@ run_one() {
       reqs=$(awk '/^requests:/{print $8}' <<<"$out")
       [[ $out == *"Application protocol: h2"* ]] || die "$row $2: not h2: $out"
       rps=$(awk '/^finished in/{gsub(/,/,""); print $4}' <<<"$out")
-      lat=$(awk '/^time for request:/{v=$4; n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.3f", n}' <<<"$out") ;;
+      lat=$(awk '/^time for request:/{v=$6; n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.3f", n}' <<<"$out") ;;
     tls-h1) out=$(pin $CLIENT_CPU wrk -t1 -c"$CONNS" -d"${DUR}s" --latency -H "X-API-Key: $KEY" "$url")
       reqs=$(awk '/requests in/{print $1}' <<<"$out"); rps=$(awk '/^Requests\/sec/{print $2}' <<<"$out")
       lat=$(awk '$1=="99%"{v=$2; n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.3f", n}' <<<"$out") ;;
