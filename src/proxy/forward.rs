@@ -378,4 +378,51 @@ mod tests {
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-other"));
     }
+
+    #[test]
+    fn a_listed_token_in_connection_is_still_removed() {
+        // `Keep-Alive` and `Upgrade` are named by token and listed: the one-line
+        // path skips their lookup, the listed-name pass must still remove them.
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Keep-Alive, Upgrade, x-secret"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("x-other", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(
+            h.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["x-other"]
+        );
+
+        // Kept for a WebSocket handshake, with `Connection: upgrade` put back.
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, upgrade"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[header::UPGRADE], "websocket");
+        assert_eq!(h[header::CONNECTION], "upgrade");
+    }
+
+    #[test]
+    fn the_kept_header_values_follow_their_input() {
+        // The per-thread last value must never answer for another input.
+        for ip in ["10.0.0.9", "203.0.113.7", "10.0.0.9", "::1", "10.0.0.9"] {
+            let a = client_addr(ip.parse().unwrap(), &HeaderMap::new(), &[]);
+            assert_eq!(a.forwarded_for(), ip);
+        }
+        for c in ["candidates", "jobs", "candidates", "jobs"] {
+            assert_eq!(category_value(c).unwrap(), c);
+        }
+        assert!(category_value("bad\u{1}value").is_none());
+        assert_eq!(category_value("jobs").unwrap(), "jobs");
+    }
 }

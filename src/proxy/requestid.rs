@@ -103,6 +103,22 @@ mod tests {
     }
 
     #[test]
+    fn a_new_id_carries_the_arrival_time() {
+        // The first 10 characters are the 48-bit milliseconds, Crockford base32.
+        let ms: u64 = 1_796_000_000_123;
+        let id = for_request_at(&HeaderMap::new(), ms);
+        let decoded = id.as_bytes()[..10].iter().fold(0u64, |v, c| {
+            let d = CROCKFORD.iter().position(|x| x == c).unwrap() as u64;
+            v << 5 | d
+        });
+        assert_eq!(decoded, ms);
+        // A client's well-formed id is kept whatever the time.
+        let mut h = HeaderMap::new();
+        h.insert(HEADER, HeaderValue::from_static("abc-123"));
+        assert_eq!(for_request_at(&h, ms), "abc-123");
+    }
+
+    #[test]
     fn client_ids() {
         let mut h = HeaderMap::new();
         h.insert(HEADER, HeaderValue::from_static("abc-123_X.y"));
